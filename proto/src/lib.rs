@@ -1,0 +1,28 @@
+//! meds-proto: the contract between the Meds processes.
+//!
+//! * [`pb`]: the generated `meds.v1` protobuf messages and gRPC stubs (wire types).
+//! * [`Cidr`], [`ListKind`]: validated domain types both sides share, with conversions to and
+//!   from the wire types. Every conversion from the wire validates; nothing here trusts input.
+//! * [`sync`]: the limits of the sync stream and the validation of its update chunks.
+//!
+//! This crate does no I/O.
+
+pub mod cidr;
+pub mod list;
+pub mod sync;
+
+pub use cidr::{Cidr, CidrError};
+pub use list::ListKind;
+
+/// Generated `meds.v1` wire types and gRPC client/server stubs.
+#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("meds.v1");
+}
+
+/// Default path of the controller's sync socket (the dataplane connects here).
+pub const DEFAULT_SYNC_SOCKET: &str = "/run/meds/sync.sock";
+/// Default path of the controller's admin socket (medsctl connects here).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/meds/admin.sock";
+/// Default SQLite database path.
+pub const DEFAULT_DB_PATH: &str = "/var/lib/meds/meds.db";
