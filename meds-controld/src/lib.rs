@@ -1,1 +1,18 @@
+//! meds-controld: the unprivileged Meds controller.
+//!
+//! It owns the policy: [`store`] keeps it in SQLite, [`core`] is the single place where it
+//! changes, [`api`] serves the REST API (Basic Auth), and [`grpc`] serves the sync stream the
+//! dataplane connects to and the admin service behind `medsctl`. [`run`] wires them together.
+//!
+//! Must not: need root or any capability, touch packets, or trust what the dataplane sends
+//! beyond counters and acknowledgements (which are validated).
 
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod grpc;
+pub mod store;
+
+mod runtime;
+
+pub use runtime::{RunError, run};

@@ -261,7 +261,10 @@ mod tests {
             ("255.255.255.255/32", "255.255.255.255/32"),
             ("2001:db8::1", "2001:db8::1/128"),
             ("2001:DB8::1/64", "2001:db8::/64"),
-            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128"),
+            (
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128",
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128",
+            ),
             ("::/0", "::/0"),
             ("::1", "::1/128"),
         ];
@@ -272,20 +275,35 @@ mod tests {
 
     #[test]
     fn refuses_bad_input_with_precise_errors() {
-        let cases: [(&str, fn(&CidrError) -> bool); 14] = [
+        type Check = fn(&CidrError) -> bool;
+        let cases: [(&str, Check); 14] = [
             ("", |e| matches!(e, CidrError::Empty)),
             ("   ", |e| matches!(e, CidrError::Empty)),
             ("300.1.1.1", |e| matches!(e, CidrError::InvalidAddress(_))),
             ("010.1.1.1", |e| matches!(e, CidrError::InvalidAddress(_))),
             ("1.2.3", |e| matches!(e, CidrError::InvalidAddress(_))),
             ("not-an-ip", |e| matches!(e, CidrError::InvalidAddress(_))),
-            ("fe80::1%eth0", |e| matches!(e, CidrError::InvalidAddress(_))),
-            ("10.0.0.0/33", |e| matches!(e, CidrError::InvalidPrefixLength { max: 32, .. })),
-            ("10.0.0.0/", |e| matches!(e, CidrError::InvalidPrefixLength { .. })),
-            ("10.0.0.0/+8", |e| matches!(e, CidrError::InvalidPrefixLength { .. })),
-            ("10.0.0.0/8/8", |e| matches!(e, CidrError::InvalidPrefixLength { .. })),
-            ("2001:db8::/129", |e| matches!(e, CidrError::InvalidPrefixLength { max: 128, .. })),
-            ("::ffff:192.0.2.1", |e| matches!(e, CidrError::Ipv4Mapped(_))),
+            ("fe80::1%eth0", |e| {
+                matches!(e, CidrError::InvalidAddress(_))
+            }),
+            ("10.0.0.0/33", |e| {
+                matches!(e, CidrError::InvalidPrefixLength { max: 32, .. })
+            }),
+            ("10.0.0.0/", |e| {
+                matches!(e, CidrError::InvalidPrefixLength { .. })
+            }),
+            ("10.0.0.0/+8", |e| {
+                matches!(e, CidrError::InvalidPrefixLength { .. })
+            }),
+            ("10.0.0.0/8/8", |e| {
+                matches!(e, CidrError::InvalidPrefixLength { .. })
+            }),
+            ("2001:db8::/129", |e| {
+                matches!(e, CidrError::InvalidPrefixLength { max: 128, .. })
+            }),
+            ("::ffff:192.0.2.1", |e| {
+                matches!(e, CidrError::Ipv4Mapped(_))
+            }),
             (&"1".repeat(100), |e| matches!(e, CidrError::TooLong(_))),
         ];
         for (input, check) in cases {
@@ -323,30 +341,60 @@ mod tests {
 
     #[test]
     fn order_is_v4_first_then_address_then_length() {
-        let mut v = vec![c("2001:db8::/32"), c("10.0.0.0/16"), c("10.0.0.0/8"), c("9.0.0.0/8")];
+        let mut v = [
+            c("2001:db8::/32"),
+            c("10.0.0.0/16"),
+            c("10.0.0.0/8"),
+            c("9.0.0.0/8"),
+        ];
         v.sort();
         let s: Vec<String> = v.iter().map(Cidr::to_string).collect();
-        assert_eq!(s, ["9.0.0.0/8", "10.0.0.0/8", "10.0.0.0/16", "2001:db8::/32"]);
+        assert_eq!(
+            s,
+            ["9.0.0.0/8", "10.0.0.0/8", "10.0.0.0/16", "2001:db8::/32"]
+        );
     }
 
     #[test]
     fn wire_is_strict() {
-        let ok = pb::Cidr { addr: vec![10, 0, 0, 0], prefix_len: 8 };
+        let ok = pb::Cidr {
+            addr: vec![10, 0, 0, 0],
+            prefix_len: 8,
+        };
         assert_eq!(Cidr::from_wire(&ok).unwrap(), c("10.0.0.0/8"));
-        let host_bits = pb::Cidr { addr: vec![10, 0, 0, 1], prefix_len: 8 };
-        assert!(matches!(Cidr::from_wire(&host_bits), Err(CidrError::WireNotCanonical { .. })));
-        let too_long = pb::Cidr { addr: vec![10, 0, 0, 0], prefix_len: 33 };
+        let host_bits = pb::Cidr {
+            addr: vec![10, 0, 0, 1],
+            prefix_len: 8,
+        };
+        assert!(matches!(
+            Cidr::from_wire(&host_bits),
+            Err(CidrError::WireNotCanonical { .. })
+        ));
+        let too_long = pb::Cidr {
+            addr: vec![10, 0, 0, 0],
+            prefix_len: 33,
+        };
         assert!(Cidr::from_wire(&too_long).is_err());
-        let huge = pb::Cidr { addr: vec![10, 0, 0, 0], prefix_len: u32::MAX };
+        let huge = pb::Cidr {
+            addr: vec![10, 0, 0, 0],
+            prefix_len: u32::MAX,
+        };
         assert!(Cidr::from_wire(&huge).is_err());
-        let bad_len = pb::Cidr { addr: vec![1, 2, 3], prefix_len: 8 };
-        assert!(matches!(Cidr::from_wire(&bad_len), Err(CidrError::WireAddressLength(3))));
+        let bad_len = pb::Cidr {
+            addr: vec![1, 2, 3],
+            prefix_len: 8,
+        };
+        assert!(matches!(
+            Cidr::from_wire(&bad_len),
+            Err(CidrError::WireAddressLength(3))
+        ));
     }
 
     fn any_cidr() -> impl Strategy<Value = Cidr> {
         prop_oneof![
             (any::<u32>(), 0u8..=32).prop_map(|(a, l)| Cidr::new(IpAddr::V4(a.into()), l).unwrap()),
-            (any::<u128>(), 0u8..=128).prop_map(|(a, l)| Cidr::new(IpAddr::V6(a.into()), l).unwrap()),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, l)| Cidr::new(IpAddr::V6(a.into()), l).unwrap()),
         ]
     }
 

@@ -66,7 +66,10 @@ pub struct Update {
 impl Update {
     /// Number of entries (adds and removes) the update carries.
     pub fn entries(&self) -> usize {
-        self.lists.values().map(|d| d.add.len() + d.remove.len()).sum()
+        self.lists
+            .values()
+            .map(|d| d.add.len() + d.remove.len())
+            .sum()
     }
 }
 
@@ -258,9 +261,16 @@ mod tests {
     fn full_update_round_trips_through_bounded_chunks() {
         let allow = cidrs(5000);
         let block = cidrs(4000);
-        let chunks = full_update_chunks(7, &[(ListKind::IpAllow, &allow), (ListKind::IpBlock, &block)]);
+        let chunks = full_update_chunks(
+            7,
+            &[(ListKind::IpAllow, &allow), (ListKind::IpBlock, &block)],
+        );
         assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| c.changes.iter().map(|l| l.add.len()).sum::<usize>() <= CHUNK_ENTRIES));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.changes.iter().map(|l| l.add.len()).sum::<usize>() <= CHUNK_ENTRIES)
+        );
         let mut stager = Stager::new();
         let mut done = None;
         for (i, c) in chunks.iter().enumerate() {
@@ -287,10 +297,16 @@ mod tests {
     fn deltas_must_follow_a_snapshot_in_order() {
         let mut s = Stager::new();
         let d = delta_chunks(5, ListKind::IpBlock, &cidrs(1), &[]);
-        assert_eq!(s.push(&d[0]), Err(SyncError::DeltaBeforeSnapshot { got: 5 }));
+        assert_eq!(
+            s.push(&d[0]),
+            Err(SyncError::DeltaBeforeSnapshot { got: 5 })
+        );
         s.push(&full_update_chunks(4, &[])[0]).unwrap().unwrap();
         let skip = delta_chunks(6, ListKind::IpBlock, &cidrs(1), &[]);
-        assert_eq!(s.push(&skip[0]), Err(SyncError::OutOfOrder { applied: 4, got: 6 }));
+        assert_eq!(
+            s.push(&skip[0]),
+            Err(SyncError::OutOfOrder { applied: 4, got: 6 })
+        );
         let u = s.push(&d[0]).unwrap().unwrap();
         assert_eq!(u.generation, 5);
         assert!(!u.full);
@@ -323,7 +339,10 @@ mod tests {
             add: vec![Cidr::host("203.0.113.1".parse().unwrap()).to_wire(); MAX_CHUNK_ENTRIES + 1],
             remove: vec![],
         });
-        assert_eq!(s.push(&huge), Err(SyncError::ChunkTooLarge(MAX_CHUNK_ENTRIES + 1)));
+        assert_eq!(
+            s.push(&huge),
+            Err(SyncError::ChunkTooLarge(MAX_CHUNK_ENTRIES + 1))
+        );
     }
 
     #[test]
@@ -332,7 +351,10 @@ mod tests {
         let first = full_update_chunks(3, &[(ListKind::IpBlock, &cidrs(CHUNK_ENTRIES + 1))]);
         assert!(s.push(&first[0]).unwrap().is_none());
         let other = full_update_chunks(4, &[])[0].clone();
-        assert_eq!(s.push(&other), Err(SyncError::Interleaved { pending: 3, got: 4 }));
+        assert_eq!(
+            s.push(&other),
+            Err(SyncError::Interleaved { pending: 3, got: 4 })
+        );
     }
 
     #[test]

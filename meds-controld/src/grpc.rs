@@ -1,0 +1,371 @@
+//! gRPC services on Unix sockets.
+//!
+//! * [`SyncService`]: the dataplane's stream. On connect (after the dataplane's `Hello`) we send a
+//!   full snapshot in bounded chunks, then every committed delta in generation order. A
+//!   subscriber that falls behind gets a fresh snapshot instead of the missed deltas.
+//!   Acknowledgements and counters from the dataplane are validated before use.
+//! * [`AdminService`]: medsctl. Decode, call [`Controller`], encode; errors are mapped to
+//!   `tonic::Status` in [`status_from_core`] and nowhere else.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meds_proto::pb::{self, admin_server::Admin, sync_server::Sync};
+use meds_proto::sync::{delta_chunks, full_update_chunks};
+use meds_proto::{Cidr, ListKind};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::{Controller, CoreError, DataplaneStats, DecisionStat};
+
+/// How long a new stream may take to send its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound chunks buffered per stream.
+const OUTBOUND_BUFFER: usize = 8;
+/// Most decision rows a stats message may carry.
+const MAX_DECISIONS: usize = 256;
+/// Longest label a stats message may carry.
+const MAX_LABEL: usize = 64;
+
+type ControllerStream = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+/// The dataplane-facing sync service.
+pub struct SyncService {
+    controller: Arc<Controller>,
+}
+
+impl SyncService {
+    pub fn new(controller: Arc<Controller>) -> SyncService {
+        SyncService { controller }
+    }
+}
+
+#[tonic::async_trait]
+impl Sync for SyncService {
+    type StreamStream = ControllerStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::DataplaneMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
+            Ok(Ok(Some(pb::DataplaneMessage {
+                msg: Some(pb::dataplane_message::Msg::Hello(h)),
+            }))) => h,
+            Ok(Ok(Some(_))) => return Err(Status::invalid_argument("first message must be Hello")),
+        };
+        let version = clip(&hello.version);
+        let queues: Vec<u32> = hello.queues.iter().take(64).copied().collect();
+        let controller = Arc::clone(&self.controller);
+        let connection = controller.dataplane_connected(version.clone(), queues.clone());
+        tracing::info!(
+            connection,
+            version = %version,
+            ?queues,
+            pid = hello.pid,
+            previous_generation = hello.applied_generation,
+            "dataplane connected"
+        );
+
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let (sent_tx, sent_rx) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(send_updates(Arc::clone(&controller), tx, sent_tx));
+        tokio::spawn(receive_acks(controller, connection, inbound, sent_rx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Send a snapshot, then deltas; resnapshot after lagging. Ends when the stream is gone.
+async fn send_updates(
+    controller: Arc<Controller>,
+    tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+    sent: tokio::sync::watch::Sender<u64>,
+) {
+    'resync: loop {
+        let (snapshot, mut deltas) = controller.subscribe();
+        let lists: Vec<(ListKind, &[Cidr])> = snapshot
+            .lists
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
+            .collect();
+        // Recorded before sending, so an ack can never outrun it.
+        sent.send_replace(snapshot.generation);
+        for chunk in full_update_chunks(snapshot.generation, &lists) {
+            if !send(&tx, chunk).await {
+                return;
+            }
+        }
+        let mut last = snapshot.generation;
+        loop {
+            let delta = tokio::select! {
+                d = deltas.recv() => d,
+                () = tx.closed() => return,
+            };
+            match delta {
+                // Already part of the snapshot.
+                Ok(d) if d.generation <= last => continue,
+                Ok(d) => {
+                    sent.send_replace(d.generation);
+                    for chunk in delta_chunks(d.generation, d.list, &d.add, &d.remove) {
+                        if !send(&tx, chunk).await {
+                            return;
+                        }
+                    }
+                    last = d.generation;
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "dataplane stream fell behind; resending snapshot"
+                    );
+                    continue 'resync;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+    chunk: pb::UpdateChunk,
+) -> bool {
+    let msg = pb::ControllerMessage {
+        msg: Some(pb::controller_message::Msg::Update(chunk)),
+    };
+    tx.send(Ok(msg)).await.is_ok()
+}
+
+/// Read acks and stats until the stream ends; then mark the dataplane disconnected.
+async fn receive_acks(
+    controller: Arc<Controller>,
+    connection: u64,
+    mut inbound: Streaming<pb::DataplaneMessage>,
+    sent: tokio::sync::watch::Receiver<u64>,
+) {
+    loop {
+        let msg = match inbound.next().await {
+            None => break,
+            Some(Err(e)) => {
+                tracing::info!(connection, error = %e, "dataplane stream ended");
+                break;
+            }
+            Some(Ok(m)) => m,
+        };
+        match msg.msg {
+            Some(pb::dataplane_message::Msg::Ack(ack)) => {
+                let highest_sent = *sent.borrow();
+                if ack.generation == 0 || ack.generation > highest_sent {
+                    tracing::warn!(
+                        connection,
+                        acked = ack.generation,
+                        highest_sent,
+                        "dataplane acknowledged a generation it was never sent; closing stream"
+                    );
+                    break;
+                }
+                controller.dataplane_acked(connection, ack.generation);
+            }
+            Some(pb::dataplane_message::Msg::Stats(stats)) => {
+                controller.dataplane_stats(connection, stats_from_wire(&stats));
+            }
+            Some(pb::dataplane_message::Msg::Hello(_)) | None => {
+                tracing::warn!(
+                    connection,
+                    "unexpected message on the sync stream; closing it"
+                );
+                break;
+            }
+        }
+    }
+    controller.dataplane_disconnected(connection);
+    tracing::info!(connection, "dataplane disconnected");
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(MAX_LABEL).collect()
+}
+
+fn stats_from_wire(s: &pb::DataplaneStats) -> DataplaneStats {
+    DataplaneStats {
+        packets_processed: s.packets_processed,
+        updates_rejected: s.updates_rejected,
+        verdict_errors: s.verdict_errors,
+        started_at_unix: s.started_at_unix,
+        decisions: s
+            .decisions
+            .iter()
+            .take(MAX_DECISIONS)
+            .map(|d| DecisionStat {
+                verdict: clip(&d.verdict),
+                filter: clip(&d.filter),
+                reason: clip(&d.reason),
+                packets: d.packets,
+            })
+            .collect(),
+    }
+}
+
+/// The medsctl-facing admin service.
+pub struct AdminService {
+    controller: Arc<Controller>,
+}
+
+impl AdminService {
+    pub fn new(controller: Arc<Controller>) -> AdminService {
+        AdminService { controller }
+    }
+}
+
+fn list_kind(raw: i32) -> Result<ListKind, Status> {
+    ListKind::from_wire(raw)
+        .ok_or_else(|| Status::invalid_argument(format!("unknown list kind {raw}")))
+}
+
+/// Parse every entry; the first bad one fails the whole request, naming it.
+fn parse_entries(entries: &[String]) -> Result<Vec<Cidr>, Status> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.parse::<Cidr>()
+                .map_err(|err| Status::invalid_argument(format!("entries[{i}]: {err}")))
+        })
+        .collect()
+}
+
+/// The one mapping from core errors to gRPC statuses.
+pub fn status_from_core(e: CoreError) -> Status {
+    match e {
+        CoreError::TooManyEntries { .. } => Status::invalid_argument(e.to_string()),
+        CoreError::Store(_) | CoreError::Task(_) => {
+            tracing::error!(error = %e, "policy change failed");
+            Status::internal(
+                "the policy store failed; nothing was changed (see the controller log)",
+            )
+        }
+    }
+}
+
+fn stats_to_wire(s: &DataplaneStats) -> pb::DataplaneStats {
+    pb::DataplaneStats {
+        packets_processed: s.packets_processed,
+        updates_rejected: s.updates_rejected,
+        verdict_errors: s.verdict_errors,
+        started_at_unix: s.started_at_unix,
+        decisions: s
+            .decisions
+            .iter()
+            .map(|d| pb::DecisionCount {
+                verdict: d.verdict.clone(),
+                filter: d.filter.clone(),
+                reason: d.reason.clone(),
+                packets: d.packets,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let dp = self.controller.dataplane();
+        let status = self.controller.status();
+        Ok(Response::new(pb::StatusResponse {
+            controller_version: status.controller_version,
+            generation: status.generation,
+            dataplane_connected: dp.connected,
+            applied_generation: dp.applied_generation,
+            dataplane_version: dp.version,
+            dataplane_queues: dp.queues,
+            lists: ListKind::ALL
+                .iter()
+                .map(|k| pb::ListSize {
+                    list: k.to_wire() as i32,
+                    entries: self.controller.list_len(*k) as u64,
+                })
+                .collect(),
+            dataplane_stats: dp.stats.as_ref().map(stats_to_wire),
+            controller_uptime_seconds: status.controller_uptime_seconds,
+        }))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let list = list_kind(request.get_ref().list)?;
+        let entries = self
+            .controller
+            .list(list)
+            .iter()
+            .map(Cidr::to_string)
+            .collect();
+        Ok(Response::new(pb::ListEntriesResponse { entries }))
+    }
+
+    async fn add_entries(
+        &self,
+        request: Request<pb::ModifyEntriesRequest>,
+    ) -> Result<Response<pb::ModifyEntriesResponse>, Status> {
+        let req = request.into_inner();
+        let list = list_kind(req.list)?;
+        let entries = parse_entries(&req.entries)?;
+        let change = self
+            .controller
+            .add(list, entries, req.wait_applied)
+            .await
+            .map_err(status_from_core)?;
+        Ok(Response::new(modify_response(&change)))
+    }
+
+    async fn remove_entries(
+        &self,
+        request: Request<pb::ModifyEntriesRequest>,
+    ) -> Result<Response<pb::ModifyEntriesResponse>, Status> {
+        let req = request.into_inner();
+        let list = list_kind(req.list)?;
+        let entries = parse_entries(&req.entries)?;
+        let change = self
+            .controller
+            .remove(list, entries, req.wait_applied)
+            .await
+            .map_err(status_from_core)?;
+        Ok(Response::new(modify_response(&change)))
+    }
+
+    async fn check_entry(
+        &self,
+        request: Request<pb::CheckEntryRequest>,
+    ) -> Result<Response<pb::CheckEntryResponse>, Status> {
+        let req = request.into_inner();
+        let list = list_kind(req.list)?;
+        let query = req
+            .query
+            .parse::<Cidr>()
+            .map_err(|e| Status::invalid_argument(format!("query: {e}")))?;
+        let result = self.controller.check(list, &query);
+        Ok(Response::new(pb::CheckEntryResponse {
+            found: result.found,
+            matches: result.matches.iter().map(Cidr::to_string).collect(),
+        }))
+    }
+}
+
+fn modify_response(change: &crate::core::Change) -> pb::ModifyEntriesResponse {
+    pb::ModifyEntriesResponse {
+        changed: u32::try_from(change.changed.len()).unwrap_or(u32::MAX),
+        generation: change.generation,
+        applied: change.applied,
+    }
+}

@@ -1,0 +1,690 @@
+//! The REST API through the real router (auth, routing, decoding, errors) on a controller with
+//! an in-memory store, without sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine as _;
+use meds_controld::api::{Credentials, Limits, router};
+use meds_controld::core::Controller;
+use meds_controld::store::DEFAULT_ALLOWLIST;
+use meds_proto::{Cidr, ListKind};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const USER: &str = "admin";
+const PASS: &str = "correct horse:battery";
+
+struct Api {
+    controller: Arc<Controller>,
+    router: Router,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    json: Value,
+}
+
+fn api() -> Api {
+    api_with(Limits::default())
+}
+
+fn api_with(limits: Limits) -> Api {
+    let controller = Controller::new_for_tests();
+    let credentials = Credentials::new(USER, PASS).unwrap();
+    let router = router(Arc::clone(&controller), credentials, limits);
+    Api { controller, router }
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    format!("Basic {token}")
+}
+
+impl Api {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.router.clone().oneshot(request),
+        )
+        .await
+        .expect("router answered in time")
+        .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{status}: body is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, basic(USER, PASS));
+        let body = match body {
+            Some(v) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.call(Method::GET, uri, None).await
+    }
+
+    async fn list(&self, list: &str) -> Vec<String> {
+        let reply = self.get(&format!("/v1/{list}/subnets")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        serde_json::from_value(reply.json["subnets"].clone()).unwrap()
+    }
+}
+
+fn assert_error(reply: &Reply, status: StatusCode, contains: &str) {
+    assert_eq!(reply.status, status, "{}", reply.json);
+    assert_eq!(
+        reply.headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json",
+        "{}",
+        reply.json
+    );
+    let obj = reply.json.as_object().expect("error body is an object");
+    assert_eq!(obj.len(), 1, "only an error field: {}", reply.json);
+    let message = obj["error"].as_str().expect("error is a string");
+    assert!(
+        message.contains(contains),
+        "{message:?} should contain {contains:?}"
+    );
+}
+
+fn sorted_defaults() -> Vec<String> {
+    let mut v: Vec<Cidr> = DEFAULT_ALLOWLIST
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    v.sort();
+    v.iter().map(Cidr::to_string).collect()
+}
+
+#[tokio::test]
+async fn every_route_needs_credentials() {
+    let api = api();
+    let wrong = [
+        None,
+        Some(basic(USER, "wrong")),
+        Some(basic("root", PASS)),
+        Some(basic(USER, "")),
+        Some(basic(USER, &format!("{PASS}x"))),
+        Some(format!("Bearer {PASS}")),
+        Some("Basic %%%".to_string()),
+    ];
+    let routes: [(Method, &str); 9] = [
+        (Method::GET, "/v1/whitelist/subnets"),
+        (Method::POST, "/v1/blacklist/subnets"),
+        (Method::DELETE, "/v1/whitelist/subnets"),
+        (Method::GET, "/v1/blacklist/subnets/203.0.113.7"),
+        (Method::GET, "/v1/status"),
+        (Method::GET, "/no/such/path"),
+        (Method::GET, "/"),
+        (Method::PUT, "/v1/status"),
+        (Method::PATCH, "/v1/whitelist/subnets"),
+    ];
+    for (method, path) in routes {
+        for auth in &wrong {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(auth) = auth {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            let body = Body::from(json!({"subnets": ["0.0.0.0/0"]}).to_string());
+            let reply = api.send(request.body(body).unwrap()).await;
+            assert_error(&reply, StatusCode::UNAUTHORIZED, "");
+            assert_eq!(
+                reply.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+                "Basic realm=\"meds\"",
+                "{method} {path}"
+            );
+            let message = reply.json["error"].as_str().unwrap();
+            assert!(!message.contains(PASS), "{message}");
+        }
+    }
+    // Nothing was added by any unauthenticated POST.
+    assert!(api.controller.list(ListKind::IpBlock).is_empty());
+    assert!(
+        !api.controller
+            .list(ListKind::IpAllow)
+            .contains(&"0.0.0.0/0".parse().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn lists_start_with_the_default_allowlist_and_an_empty_blocklist() {
+    let api = api();
+    let whitelist = api.list("whitelist").await;
+    assert_eq!(whitelist, sorted_defaults());
+    // IPv4 first, then IPv6 (the original listed IPv4 only).
+    assert_eq!(whitelist.first().unwrap(), "10.0.0.0/8");
+    assert!(whitelist.contains(&"fe80::/10".to_string()));
+    assert!(api.list("blacklist").await.is_empty());
+    let reply = api.get("/v1/blacklist/subnets").await;
+    assert_eq!(reply.json, json!({"subnets": []}));
+    assert_eq!(
+        reply.headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+}
+
+#[tokio::test]
+async fn add_list_check_remove_round_trip_on_both_lists() {
+    for (list, kind) in [
+        ("blacklist", ListKind::IpBlock),
+        ("whitelist", ListKind::IpAllow),
+    ] {
+        let api = api();
+        let g0 = api.controller.generation();
+        let before = api.list(list).await;
+        let base = format!("/v1/{list}/subnets");
+
+        let added = api
+            .call(
+                Method::POST,
+                &base,
+                Some(json!({"subnets": ["203.0.113.7", "198.51.100.0/24", "2001:db8:1::/48", "10.1.2.3/8"]})),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::ACCEPTED, "{}", added.json);
+        // 10.0.0.0/8 is already on the default allowlist, so it is a change only on the blocklist.
+        let expected_changed = if kind == ListKind::IpAllow { 3 } else { 4 };
+        assert_eq!(
+            added.json,
+            json!({"changed": expected_changed, "generation": g0 + 1, "applied": false}),
+            "{list}"
+        );
+
+        let now = api.list(list).await;
+        for entry in [
+            "203.0.113.7/32",
+            "198.51.100.0/24",
+            "2001:db8:1::/48",
+            "10.0.0.0/8",
+        ] {
+            assert!(
+                now.contains(&entry.to_string()),
+                "{list}: {entry} missing from {now:?}"
+            );
+        }
+        assert!(!now.contains(&"10.1.2.3/8".to_string()), "stored masked");
+        let mut sorted: Vec<Cidr> = now.iter().map(|s| s.parse().unwrap()).collect();
+        sorted.sort();
+        let sorted: Vec<String> = sorted.iter().map(Cidr::to_string).collect();
+        assert_eq!(now, sorted, "canonical sorted order");
+
+        let check = api.get(&format!("{base}/203.0.113.7")).await;
+        assert_eq!(
+            check.json,
+            json!({"found": true, "matches": ["203.0.113.7/32"]})
+        );
+
+        let removed = api
+            .call(
+                Method::DELETE,
+                &base,
+                Some(json!({"subnets": ["203.0.113.7", "198.51.100.0/24", "2001:db8:1::/48", "192.0.2.0/24"]})),
+            )
+            .await;
+        assert_eq!(removed.status, StatusCode::ACCEPTED, "{}", removed.json);
+        assert_eq!(
+            removed.json,
+            json!({"changed": 3, "generation": g0 + 2, "applied": false})
+        );
+        let after = api.list(list).await;
+        let mut expected = before.clone();
+        if !expected.contains(&"10.0.0.0/8".to_string()) {
+            expected.push("10.0.0.0/8".to_string());
+            expected.sort_by_key(|s| s.parse::<Cidr>().unwrap());
+        }
+        assert_eq!(after, expected, "{list}");
+        let check = api.get(&format!("{base}/203.0.113.7")).await;
+        assert_eq!(check.json, json!({"found": false, "matches": []}));
+    }
+}
+
+#[tokio::test]
+async fn post_is_idempotent() {
+    let api = api();
+    let body = json!({"subnets": ["203.0.113.7", "203.0.113.7/32", "2001:db8::1"]});
+    let first = api
+        .call(Method::POST, "/v1/blacklist/subnets", Some(body.clone()))
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(first.json["changed"], 2);
+    let generation = first.json["generation"].clone();
+    for _ in 0..2 {
+        let again = api
+            .call(Method::POST, "/v1/blacklist/subnets", Some(body.clone()))
+            .await;
+        assert_eq!(again.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            again.json,
+            json!({"changed": 0, "generation": generation, "applied": false})
+        );
+    }
+    assert_eq!(
+        api.list("blacklist").await,
+        ["203.0.113.7/32", "2001:db8::1/128"]
+    );
+    // Deleting something absent is also a no-op.
+    let gone = api
+        .call(
+            Method::DELETE,
+            "/v1/blacklist/subnets",
+            Some(json!({"subnets": ["192.0.2.1"]})),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED);
+    assert_eq!(gone.json["changed"], 0);
+    assert_eq!(gone.json["generation"], generation);
+}
+
+#[tokio::test]
+async fn a_bad_entry_is_400_and_changes_nothing() {
+    let api = api();
+    let g0 = api.controller.generation();
+    let cases: [(&str, Value, &str); 6] = [
+        (
+            "POST",
+            json!({"subnets": ["203.0.113.7", "198.51.100.0/24", "2001:db8::/32", "300.1.1.1"]}),
+            r#"subnets[3]: "300.1.1.1" is not a valid IPv4 or IPv6 address"#,
+        ),
+        (
+            "POST",
+            json!({"subnets": ["203.0.113.0/33"]}),
+            r#"subnets[0]: "203.0.113.0/33": prefix length must be a number from 0 to 32"#,
+        ),
+        (
+            "POST",
+            json!({"subnets": ["203.0.113.7", "::ffff:192.0.2.1"]}),
+            "subnets[1]: \"::ffff:192.0.2.1\" is an IPv4-mapped IPv6 address",
+        ),
+        (
+            "POST",
+            json!({"subnets": ["203.0.113.7", 7]}),
+            "subnets[1]: expected a string, got a number",
+        ),
+        (
+            "DELETE",
+            json!({"subnets": ["10.0.0.0/8", "not-an-ip"]}),
+            r#"subnets[1]: "not-an-ip" is not a valid IPv4 or IPv6 address"#,
+        ),
+        (
+            "DELETE",
+            json!({"subnets": ["10.0.0.0/8"], "extra": true}),
+            "unknown field `extra`",
+        ),
+    ];
+    for (method, body, message) in cases {
+        for list in ["whitelist", "blacklist"] {
+            let before = api.list(list).await;
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let reply = api
+                .call(
+                    method.clone(),
+                    &format!("/v1/{list}/subnets"),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_error(&reply, StatusCode::BAD_REQUEST, message);
+            assert_eq!(api.list(list).await, before, "{method} {body}");
+        }
+    }
+    assert_eq!(api.controller.generation(), g0);
+    // The exact message for the documented example.
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/subnets",
+            Some(json!({"subnets": ["1.2.3.4", "5.6.7.0/24", "203.0.113.0/24", "300.1.1.1"]})),
+        )
+        .await;
+    assert_eq!(
+        reply.json,
+        json!({"error": "subnets[3]: \"300.1.1.1\" is not a valid IPv4 or IPv6 address"})
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_precise_400s() {
+    let api = api();
+    // (content type, raw body, expected message part)
+    let cases: [(Option<&str>, &str, &str); 11] = [
+        (Some("application/json"), "", "request body is empty"),
+        (
+            Some("application/json"),
+            "{\"subnets\":",
+            "invalid JSON body: EOF while parsing",
+        ),
+        (Some("application/json"), "{}", "missing field `subnets`"),
+        (
+            Some("application/json"),
+            r#"{"subnets":null}"#,
+            "invalid type: null",
+        ),
+        (
+            Some("application/json"),
+            r#"{"subnets":"203.0.113.7"}"#,
+            "invalid type: string",
+        ),
+        (
+            Some("application/json"),
+            r#"["203.0.113.7"]"#,
+            "expected a JSON object",
+        ),
+        (
+            Some("application/json"),
+            r#"{"subnets":[true]}"#,
+            "subnets[0]: expected a string, got a boolean",
+        ),
+        (
+            Some("application/json"),
+            "\u{feff}{\"subnets\":[]}",
+            "expected a JSON object",
+        ),
+        (
+            None,
+            r#"{"subnets":["203.0.113.7"]}"#,
+            "missing Content-Type",
+        ),
+        (
+            Some("text/plain"),
+            r#"{"subnets":["203.0.113.7"]}"#,
+            "\"text/plain\" is not supported",
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            r#"{"subnets":["203.0.113.7"]}"#,
+            "send the body as application/json",
+        ),
+    ];
+    for (content_type, body, message) in cases {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/blacklist/subnets")
+            .header(header::AUTHORIZATION, basic(USER, PASS));
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        let reply = api
+            .send(request.body(Body::from(body.to_string())).unwrap())
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+    }
+    assert!(api.controller.list(ListKind::IpBlock).is_empty());
+}
+
+#[tokio::test]
+async fn a_prefix_can_be_checked_with_an_encoded_or_a_raw_slash() {
+    let api = api();
+    let added = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/subnets",
+            Some(json!({"subnets": ["203.0.113.0/24", "203.0.0.0/16", "2001:db8::/32"]})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::ACCEPTED);
+    // (path after /v1/blacklist/subnets/, found, matches)
+    let cases: [(&str, bool, &[&str]); 12] = [
+        ("203.0.113.7", true, &["203.0.113.0/24", "203.0.0.0/16"]),
+        (
+            "203.0.113.0%2F24",
+            true,
+            &["203.0.113.0/24", "203.0.0.0/16"],
+        ),
+        (
+            "203.0.113.0%2f25",
+            true,
+            &["203.0.113.0/24", "203.0.0.0/16"],
+        ),
+        ("203.0.113.0/24", true, &["203.0.113.0/24", "203.0.0.0/16"]),
+        ("203.0.114.0/24", true, &["203.0.0.0/16"]),
+        ("203.0.0.0/8", false, &[]),
+        ("198.51.100.1", false, &[]),
+        ("2001:db8::1", true, &["2001:db8::/32"]),
+        ("2001:db8:ffff::/48", true, &["2001:db8::/32"]),
+        ("2001:db8::%2F16", false, &[]),
+        ("2001:db9::1", false, &[]),
+        ("10.0.0.1", false, &[]),
+    ];
+    for (query, found, matches) in cases {
+        let reply = api.get(&format!("/v1/blacklist/subnets/{query}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.json);
+        assert_eq!(
+            reply.json,
+            json!({"found": found, "matches": matches}),
+            "{query}"
+        );
+    }
+    // The allowlist is checked separately.
+    let reply = api.get("/v1/whitelist/subnets/10.0.0.0/8").await;
+    assert_eq!(
+        reply.json,
+        json!({"found": true, "matches": ["10.0.0.0/8"]})
+    );
+    let reply = api.get("/v1/whitelist/subnets/fe80::1").await;
+    assert_eq!(reply.json, json!({"found": true, "matches": ["fe80::/10"]}));
+}
+
+#[tokio::test]
+async fn a_bad_check_query_is_a_400() {
+    let api = api();
+    let cases: [(&str, &str); 6] = [
+        (
+            "not-an-ip",
+            r#"subnet: "not-an-ip" is not a valid IPv4 or IPv6 address"#,
+        ),
+        ("300.1.1.1", r#""300.1.1.1" is not a valid"#),
+        ("10.0.0.0/33", "prefix length must be a number from 0 to 32"),
+        ("10.0.0.0/8/extra", "prefix length"),
+        ("%20", "empty value"),
+        ("%FF", "UTF-8"),
+    ];
+    for (query, message) in cases {
+        let reply = api.get(&format!("/v1/whitelist/subnets/{query}")).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json() {
+    let api = api();
+    let not_found = [
+        (Method::GET, "/v1/greylist/subnets"),
+        (Method::GET, "/v1/whitelist/domains"),
+        (Method::POST, "/v2/whitelist/subnets"),
+        (Method::GET, "/"),
+        (Method::GET, "/metrics"),
+    ];
+    for (method, path) in not_found {
+        let reply = api.call(method, path, None).await;
+        assert_error(
+            &reply,
+            StatusCode::NOT_FOUND,
+            &format!("no such route: {path}"),
+        );
+    }
+    let not_allowed = [
+        (Method::PUT, "/v1/whitelist/subnets"),
+        (Method::PATCH, "/v1/blacklist/subnets"),
+        (Method::POST, "/v1/blacklist/subnets/203.0.113.7"),
+        (Method::DELETE, "/v1/blacklist/subnets/203.0.113.7"),
+        (Method::POST, "/v1/status"),
+    ];
+    for (method, path) in not_allowed {
+        let reply = api.call(method.clone(), path, None).await;
+        assert_error(
+            &reply,
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method {method} is not allowed here"),
+        );
+    }
+}
+
+#[tokio::test]
+async fn bodies_and_entry_counts_over_the_limits_are_413() {
+    let api = api_with(Limits {
+        body_bytes: 1024,
+        max_entries: 3,
+        ..Limits::default()
+    });
+    let many: Vec<String> = (0..200).map(|i| format!("203.0.113.{}", i % 256)).collect();
+    let big = json!({ "subnets": many });
+    assert!(big.to_string().len() > 1024);
+    let reply = api
+        .call(Method::POST, "/v1/blacklist/subnets", Some(big))
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body is larger than",
+    );
+
+    let four = json!({"subnets": ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]});
+    let reply = api
+        .call(Method::DELETE, "/v1/blacklist/subnets", Some(four))
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "4 entries in one request: the limit is 3",
+    );
+
+    let three = json!({"subnets": ["203.0.113.1", "203.0.113.2", "203.0.113.3"]});
+    let reply = api
+        .call(Method::POST, "/v1/blacklist/subnets", Some(three))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "at the limit is fine");
+    assert_eq!(api.controller.list(ListKind::IpBlock).len(), 3);
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out_with_json() {
+    let api = api_with(Limits {
+        request_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    });
+    let stream = tokio_stream::pending::<Result<Bytes, std::io::Error>>();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/blacklist/subnets")
+        .header(header::AUTHORIZATION, basic(USER, PASS))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let reply = api.send(request).await;
+    assert_error(
+        &reply,
+        StatusCode::REQUEST_TIMEOUT,
+        "request did not complete within 0.2 s",
+    );
+}
+
+#[tokio::test]
+async fn status_reports_generation_and_list_sizes() {
+    let api = api();
+    api.call(
+        Method::POST,
+        "/v1/blacklist/subnets",
+        Some(json!({"subnets": ["203.0.113.7", "2001:db8::/32"]})),
+    )
+    .await;
+    let reply = api.get("/v1/status").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let s = &reply.json;
+    assert_eq!(s["generation"], 2);
+    assert_eq!(s["dataplane_connected"], false);
+    assert_eq!(
+        s["lists"],
+        json!({"whitelist": DEFAULT_ALLOWLIST.len(), "blacklist": 2})
+    );
+    assert!(s["controller_version"].is_string());
+    assert!(s["controller_uptime_seconds"].is_u64());
+}
+
+#[tokio::test]
+async fn applied_reports_the_dataplane_acknowledgement() {
+    let api = api();
+    let connection = api.controller.dataplane_connected("test".into(), vec![0]);
+    let target = api.controller.generation() + 1;
+    let acker = {
+        let controller = Arc::clone(&api.controller);
+        tokio::spawn(async move {
+            while controller.generation() < target {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            controller.dataplane_acked(connection, target);
+        })
+    };
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/subnets",
+            Some(json!({"subnets": ["203.0.113.7"]})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        reply.json,
+        json!({"changed": 1, "generation": target, "applied": true})
+    );
+    acker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_change_outliving_the_request_timeout_still_completes() {
+    // A dataplane that never acknowledges makes the mutation wait longer than the timeout.
+    let api = api_with(Limits {
+        request_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    });
+    api.controller.dataplane_connected("silent".into(), vec![0]);
+    let g0 = api.controller.generation();
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/subnets",
+            Some(json!({"subnets": ["203.0.113.9"]})),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::REQUEST_TIMEOUT,
+        "request did not complete",
+    );
+    assert_eq!(api.controller.generation(), g0 + 1);
+    assert_eq!(api.list("blacklist").await, ["203.0.113.9/32"]);
+}
