@@ -1,0 +1,386 @@
+//! Command-line flags (every one also settable as `MEDS_<FLAG>`) and their validation into a
+//! [`Config`] before any socket is bound or rule installed. Errors name the offending flag.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, ValueEnum};
+use tracing::level_filters::LevelFilter;
+
+use crate::chain::UnparsableVerdict;
+use crate::firewall::RuleConfig;
+use crate::nfqueue::QueueConfig;
+
+/// Default path of the persisted policy.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/meds-dataplane/policy.pb";
+/// Smallest accepted `--rcvbuf-bytes`.
+pub const MIN_RCVBUF_BYTES: usize = 64 * 1024;
+/// Largest accepted `--rcvbuf-bytes` (the kernel doubles the value into an `int`).
+pub const MAX_RCVBUF_BYTES: usize = 1 << 30;
+/// Largest accepted `--queue-max-len`.
+pub const MAX_QUEUE_LEN: u32 = 1 << 20;
+/// Smallest accepted `--copy-range`: room for the IPv6 header, extension headers and ports.
+pub const MIN_COPY_RANGE: u32 = 128;
+/// Largest accepted `--copy-range` (the kernel's limit).
+pub const MAX_COPY_RANGE: u32 = 65535;
+/// Longest chain name iptables accepts.
+pub const MAX_CHAIN_LEN: usize = 28;
+/// Longest Unix socket path (`sun_path` minus the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Chain names we refuse: built-in chains and standard targets.
+const RESERVED_CHAINS: &[&str] = &[
+    "INPUT",
+    "OUTPUT",
+    "FORWARD",
+    "PREROUTING",
+    "POSTROUTING",
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "QUEUE",
+    "NFQUEUE",
+    "REJECT",
+    "LOG",
+];
+
+/// What to do with a packet whose addresses cannot be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Unparsable {
+    Accept,
+    Drop,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Raw flags, as parsed by clap. Boolean flags read `MEDS_FAIL_OPEN=1|0|true|false|yes|no|on|off`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "meds-dataplane",
+    version,
+    about = "Meds dataplane: NFQUEUE verdicts from the policy synced from meds-controld"
+)]
+pub struct Args {
+    /// Controller's sync socket (the dataplane connects to it).
+    #[arg(long, env = "MEDS_SYNC_SOCKET", default_value = meds_proto::DEFAULT_SYNC_SOCKET)]
+    pub sync_socket: PathBuf,
+    /// NFQUEUE number to bind.
+    #[arg(long, env = "MEDS_QUEUE_NUM", default_value_t = 0)]
+    pub queue_num: u16,
+    /// Kernel queue length (packets waiting for a verdict).
+    #[arg(long, env = "MEDS_QUEUE_MAX_LEN", default_value_t = 4096)]
+    pub queue_max_len: u32,
+    /// Netlink socket receive buffer (set with SO_RCVBUFFORCE).
+    #[arg(long, env = "MEDS_RCVBUF_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub rcvbuf_bytes: usize,
+    /// Bytes of each packet copied to user space.
+    #[arg(long, env = "MEDS_COPY_RANGE", default_value_t = 65535)]
+    pub copy_range: u32,
+    /// Name of the iptables/ip6tables chain Meds owns.
+    #[arg(long, env = "MEDS_CHAIN", default_value = "MEDS")]
+    pub chain: String,
+    /// Accept packets when the kernel queue is full (default: drop them).
+    #[arg(
+        long,
+        env = "MEDS_FAIL_OPEN",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub fail_open: bool,
+    /// Drop packets while no dataplane is bound (default: accept them, --queue-bypass).
+    #[arg(
+        long,
+        env = "MEDS_NO_QUEUE_BYPASS",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub no_queue_bypass: bool,
+    /// Verdict for packets without a parseable source address.
+    #[arg(long, env = "MEDS_UNPARSABLE", value_enum, default_value_t = Unparsable::Accept)]
+    pub unparsable: Unparsable,
+    /// Where the last applied policy is kept, so a restart enforces it before the controller
+    /// is reachable.
+    #[arg(long, env = "MEDS_STATE_FILE", default_value = DEFAULT_STATE_FILE)]
+    pub state_file: PathBuf,
+    /// Log level: off, error, warn, info, debug or trace (MEDS_LOG, if set, overrides it with a
+    /// full tracing filter).
+    #[arg(long, env = "MEDS_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "MEDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub sync_socket: PathBuf,
+    pub queue: QueueConfig,
+    pub rules: RuleConfig,
+    pub unparsable: UnparsableVerdict,
+    pub state_file: PathBuf,
+    pub log_level: LevelFilter,
+    pub log_format: LogFormat,
+}
+
+/// A refused flag value. Each message names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--queue-max-len must be between 1 and {MAX_QUEUE_LEN}, got {0}")]
+    QueueMaxLen(u32),
+    #[error("--rcvbuf-bytes must be between {MIN_RCVBUF_BYTES} and {MAX_RCVBUF_BYTES}, got {0}")]
+    RcvbufBytes(usize),
+    #[error("--copy-range must be between {MIN_COPY_RANGE} and {MAX_COPY_RANGE}, got {0}")]
+    CopyRange(u32),
+    #[error(
+        "--chain {0:?} is invalid: use 1 to {MAX_CHAIN_LEN} characters from [A-Za-z0-9_-], \
+         not starting with '-'"
+    )]
+    ChainSyntax(String),
+    #[error("--chain {0:?} is reserved (a built-in chain or target name)")]
+    ChainReserved(String),
+    #[error("--sync-socket {path:?}: {reason}")]
+    SyncSocket { path: PathBuf, reason: &'static str },
+    #[error("--state-file {0:?} must name a file")]
+    StateFile(PathBuf),
+    #[error("--log-level {0:?} is not one of off, error, warn, info, debug, trace")]
+    LogLevel(String),
+}
+
+impl Config {
+    /// Validate raw flags.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        if args.queue_max_len == 0 || args.queue_max_len > MAX_QUEUE_LEN {
+            return Err(ConfigError::QueueMaxLen(args.queue_max_len));
+        }
+        if !(MIN_RCVBUF_BYTES..=MAX_RCVBUF_BYTES).contains(&args.rcvbuf_bytes) {
+            return Err(ConfigError::RcvbufBytes(args.rcvbuf_bytes));
+        }
+        if !(MIN_COPY_RANGE..=MAX_COPY_RANGE).contains(&args.copy_range) {
+            return Err(ConfigError::CopyRange(args.copy_range));
+        }
+        validate_chain(&args.chain)?;
+        validate_socket(&args.sync_socket)?;
+        if args.state_file.file_name().is_none()
+            || args.state_file.as_os_str().as_bytes().ends_with(b"/")
+        {
+            return Err(ConfigError::StateFile(args.state_file));
+        }
+        let log_level = parse_level(&args.log_level)?;
+        Ok(Config {
+            sync_socket: args.sync_socket,
+            queue: QueueConfig {
+                queue_num: args.queue_num,
+                max_len: args.queue_max_len,
+                copy_range: args.copy_range,
+                rcvbuf_bytes: args.rcvbuf_bytes,
+                fail_open: args.fail_open,
+            },
+            rules: RuleConfig {
+                chain: args.chain,
+                queue_num: args.queue_num,
+                queue_bypass: !args.no_queue_bypass,
+            },
+            unparsable: match args.unparsable {
+                Unparsable::Accept => UnparsableVerdict::Accept,
+                Unparsable::Drop => UnparsableVerdict::Drop,
+            },
+            state_file: args.state_file,
+            log_level,
+            log_format: args.log_format,
+        })
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Config, ConfigError> {
+        Config::from_args(args)
+    }
+}
+
+fn validate_chain(chain: &str) -> Result<(), ConfigError> {
+    let syntax_ok = !chain.is_empty()
+        && chain.len() <= MAX_CHAIN_LEN
+        && !chain.starts_with('-')
+        && chain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !syntax_ok {
+        return Err(ConfigError::ChainSyntax(chain.to_owned()));
+    }
+    if RESERVED_CHAINS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(chain))
+    {
+        return Err(ConfigError::ChainReserved(chain.to_owned()));
+    }
+    Ok(())
+}
+
+fn validate_socket(path: &std::path::Path) -> Result<(), ConfigError> {
+    let bytes = OsStr::as_bytes(path.as_os_str());
+    let reason = if bytes.is_empty() {
+        "must not be empty"
+    } else if bytes.len() > MAX_SOCKET_PATH {
+        "is longer than a Unix socket path can be (107 bytes)"
+    } else if bytes.contains(&0) {
+        "contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::SyncSocket {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+fn parse_level(raw: &str) -> Result<LevelFilter, ConfigError> {
+    let level = match raw.to_ascii_lowercase().as_str() {
+        "off" => LevelFilter::OFF,
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "info" => LevelFilter::INFO,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => return Err(ConfigError::LogLevel(raw.to_owned())),
+    };
+    Ok(level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["meds-dataplane"];
+        argv.extend_from_slice(extra);
+        Config::from_args(Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.sync_socket, PathBuf::from("/run/meds/sync.sock"));
+        assert_eq!(
+            c.queue,
+            QueueConfig {
+                queue_num: 0,
+                max_len: 4096,
+                copy_range: 65535,
+                rcvbuf_bytes: 8 * 1024 * 1024,
+                fail_open: false,
+            }
+        );
+        assert_eq!(
+            c.rules,
+            RuleConfig {
+                chain: "MEDS".into(),
+                queue_num: 0,
+                queue_bypass: true,
+            }
+        );
+        assert_eq!(c.unparsable, UnparsableVerdict::Accept);
+        assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
+        assert_eq!(c.log_level, LevelFilter::INFO);
+        assert_eq!(c.log_format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let c = parse(&[
+            "--queue-num",
+            "65535",
+            "--fail-open",
+            "--no-queue-bypass",
+            "--unparsable",
+            "drop",
+            "--chain",
+            "my_chain-2",
+            "--log-level",
+            "DEBUG",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(c.queue.queue_num, 65535);
+        assert_eq!(c.rules.queue_num, 65535);
+        assert!(c.queue.fail_open);
+        assert!(!c.rules.queue_bypass);
+        assert_eq!(c.unparsable, UnparsableVerdict::Drop);
+        assert_eq!(c.rules.chain, "my_chain-2");
+        assert_eq!(c.log_level, LevelFilter::DEBUG);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bounds_at_both_edges() {
+        let long_chain = "A".repeat(MAX_CHAIN_LEN);
+        let too_long_chain = "A".repeat(MAX_CHAIN_LEN + 1);
+        let long_socket = format!("/{}", "s".repeat(MAX_SOCKET_PATH - 1));
+        let too_long_socket = format!("/{}", "s".repeat(MAX_SOCKET_PATH));
+        let ok: &[&[&str]] = &[
+            &["--queue-max-len", "1"],
+            &["--queue-max-len", "1048576"],
+            &["--rcvbuf-bytes", "65536"],
+            &["--rcvbuf-bytes", "1073741824"],
+            &["--copy-range", "128"],
+            &["--copy-range", "65535"],
+            &["--chain", "M"],
+            &["--chain", &long_chain],
+            &["--sync-socket", &long_socket],
+            &["--state-file", "policy.pb"],
+            &["--log-level", "off"],
+        ];
+        for args in ok {
+            assert!(parse(args).is_ok(), "{args:?} refused");
+        }
+        let bad: &[(&[&str], &str)] = &[
+            (&["--queue-max-len", "0"], "--queue-max-len"),
+            (&["--queue-max-len", "1048577"], "--queue-max-len"),
+            (&["--rcvbuf-bytes", "65535"], "--rcvbuf-bytes"),
+            (&["--rcvbuf-bytes", "1073741825"], "--rcvbuf-bytes"),
+            (&["--copy-range", "127"], "--copy-range"),
+            (&["--copy-range", "65536"], "--copy-range"),
+            (&["--chain", ""], "--chain"),
+            (&["--chain", &too_long_chain], "--chain"),
+            (&["--chain", "ME DS"], "--chain"),
+            (&["--chain", "MEDS!"], "--chain"),
+            (&["--chain=-MEDS"], "--chain"),
+            (&["--chain", "MÉDS"], "--chain"),
+            (&["--chain", "INPUT"], "--chain"),
+            (&["--chain", "accept"], "--chain"),
+            (&["--sync-socket", &too_long_socket], "--sync-socket"),
+            (&["--state-file", "/var/lib/meds/"], "--state-file"),
+            (&["--state-file", "/"], "--state-file"),
+            (&["--log-level", "verbose"], "--log-level"),
+        ];
+        for (args, flag) in bad {
+            let err = parse(args).expect_err(&format!("{args:?} accepted"));
+            assert!(err.to_string().starts_with(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn clap_refuses_out_of_range_and_unknown_values() {
+        for args in [
+            &["meds-dataplane", "--queue-num", "65536"][..],
+            &["meds-dataplane", "--queue-num", "-1"],
+            &["meds-dataplane", "--unparsable", "maybe"],
+            &["meds-dataplane", "--log-format", "xml"],
+            &["meds-dataplane", "--rcvbuf-bytes", "lots"],
+            &["meds-dataplane", "--sync-socket", ""],
+            &["meds-dataplane", "--state-file", ""],
+        ] {
+            assert!(Args::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+}

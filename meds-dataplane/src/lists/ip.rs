@@ -1,0 +1,285 @@
+//! [`IpSet`]: an immutable set of IPv4 and IPv6 prefixes with allocation-free lookup.
+//!
+//! Backed by `ip_network_table` (a tree bitmap per address family). The set is built once from
+//! [`Cidr`] values, off the packet path; [`IpSet::contains`] only reads. An IPv4 address never
+//! matches an IPv6 prefix and vice versa (IPv4-mapped IPv6 is not translated: meds-proto refuses
+//! such prefixes, and the kernel hands us IPv4 packets as IPv4).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ip_network::IpNetwork;
+use ip_network_table::IpNetworkTable;
+use meds_proto::Cidr;
+
+/// An immutable prefix set. `Send + Sync`; share it behind an `Arc`.
+pub struct IpSet {
+    table: IpNetworkTable<()>,
+}
+
+impl IpSet {
+    /// Build a set from prefixes. Duplicates collapse; overlapping prefixes are all kept
+    /// (lookup answers "is the address inside any of them").
+    pub fn from_prefixes<I: IntoIterator<Item = Cidr>>(prefixes: I) -> IpSet {
+        let mut table = IpNetworkTable::new();
+        for cidr in prefixes {
+            // `new_truncate` fails only for a prefix length above the family's maximum, which a
+            // `Cidr` cannot have; the arm keeps this function total without a panic path.
+            match IpNetwork::new_truncate(cidr.addr(), cidr.len()) {
+                Ok(network) => {
+                    table.insert(network, ());
+                }
+                Err(_) => debug_assert!(false, "Cidr {cidr} has an impossible prefix length"),
+            }
+        }
+        IpSet { table }
+    }
+
+    /// The empty set.
+    pub fn empty() -> IpSet {
+        IpSet {
+            table: IpNetworkTable::new(),
+        }
+    }
+
+    /// True when `ip` is inside at least one prefix of the set.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.table.longest_match_ipv4(v4).is_some(),
+            IpAddr::V6(v6) => self.table.longest_match_ipv6(v6).is_some(),
+        }
+    }
+
+    /// Number of distinct prefixes (IPv4 and IPv6 together).
+    pub fn len(&self) -> usize {
+        let (v4, v6) = self.table.len();
+        v4 + v6
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+impl Default for IpSet {
+    fn default() -> IpSet {
+        IpSet::empty()
+    }
+}
+
+impl fmt::Debug for IpSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (v4, v6) = self.table.len();
+        f.debug_struct("IpSet")
+            .field("ipv4_prefixes", &v4)
+            .field("ipv6_prefixes", &v6)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn set(prefixes: &[&str]) -> IpSet {
+        IpSet::from_prefixes(prefixes.iter().map(|p| p.parse::<Cidr>().unwrap()))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<IpSet>();
+    }
+
+    #[test]
+    fn edges() {
+        let cases: [(&[&str], &str, bool); 22] = [
+            (&["203.0.113.0/24"], "203.0.113.0", true),
+            (&["203.0.113.0/24"], "203.0.113.255", true),
+            (&["203.0.113.0/24"], "203.0.112.255", false),
+            (&["203.0.113.0/24"], "203.0.114.0", false),
+            (&["203.0.113.7/32"], "203.0.113.7", true),
+            (&["203.0.113.7/32"], "203.0.113.6", false),
+            (&["203.0.113.7/32"], "203.0.113.8", false),
+            (&["0.0.0.0/0"], "0.0.0.0", true),
+            (&["0.0.0.0/0"], "255.255.255.255", true),
+            (&["0.0.0.0/0"], "2001:db8::1", false),
+            (&["::/0"], "::", true),
+            (&["::/0"], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            (&["::/0"], "203.0.113.7", false),
+            (&["2001:db8::1/128"], "2001:db8::1", true),
+            (&["2001:db8::1/128"], "2001:db8::2", false),
+            (&["2001:db8::1/128"], "2001:db8::", false),
+            (
+                &["2001:db8::/32"],
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                true,
+            ),
+            (&["2001:db8::/32"], "2001:db9::", false),
+            // an IPv4 address never matches an IPv6 set, and vice versa
+            (&["2001:db8::/32", "::/1"], "203.0.113.7", false),
+            (&["203.0.113.0/24"], "::ffff:203.0.113.7", false),
+            // overlapping prefixes, inserted narrow-first and wide-first
+            (&["10.1.2.0/24", "10.0.0.0/8"], "10.200.0.1", true),
+            (&["10.0.0.0/8", "10.1.2.0/24"], "10.1.2.3", true),
+        ];
+        for (prefixes, addr, want) in cases {
+            assert_eq!(
+                set(prefixes).contains(ip(addr)),
+                want,
+                "{prefixes:?} contains {addr}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_prefix_does_not_match_ipv4() {
+        // meds-proto refuses the text form, but the type can still hold one
+        let mapped = Cidr::new(ip("::ffff:0:0"), 96).unwrap();
+        let s = IpSet::from_prefixes([mapped]);
+        assert!(!s.contains(ip("203.0.113.7")));
+        assert!(s.contains(ip("::ffff:203.0.113.7")));
+    }
+
+    #[test]
+    fn empty_set_contains_nothing() {
+        let empty = IpSet::empty();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert!(!empty.contains(ip("0.0.0.0")));
+        assert!(!empty.contains(ip("::")));
+        assert!(IpSet::from_prefixes([]).is_empty());
+    }
+
+    #[test]
+    fn len_counts_distinct_prefixes() {
+        let s = set(&[
+            "10.0.0.0/8",
+            "10.0.0.0/8",
+            "10.1.2.3/8",
+            "10.0.0.0/16",
+            "2001:db8::/32",
+        ]);
+        assert_eq!(s.len(), 3);
+        assert!(!s.is_empty());
+        assert_eq!(
+            format!("{s:?}"),
+            "IpSet { ipv4_prefixes: 2, ipv6_prefixes: 1 }"
+        );
+    }
+
+    /// Prefixes clustered in a small address space so that random probes hit them often.
+    fn clustered_cidr() -> impl Strategy<Value = Cidr> {
+        prop_oneof![
+            (any::<u8>(), any::<u8>(), 0u8..=32).prop_map(|(a, b, len)| {
+                let addr = Ipv4Addr::new(203, 0, a & 0x3, b);
+                Cidr::new(IpAddr::V4(addr), len).unwrap()
+            }),
+            (any::<u16>(), any::<u16>(), 0u8..=128).prop_map(|(a, b, len)| {
+                let addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, a & 0x3, b);
+                let len = if len < 96 { len % 8 } else { len };
+                Cidr::new(IpAddr::V6(addr), len).unwrap()
+            }),
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, len)| Cidr::new(IpAddr::V4(a.into()), len).unwrap()),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, len)| Cidr::new(IpAddr::V6(a.into()), len).unwrap()),
+        ]
+    }
+
+    fn clustered_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            (any::<u8>(), any::<u8>()).prop_map(|(a, b)| IpAddr::V4(Ipv4Addr::new(
+                203,
+                0,
+                a & 0x3,
+                b
+            ))),
+            (any::<u16>(), any::<u16>()).prop_map(|(a, b)| {
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, a & 0x3, b))
+            }),
+            any::<u32>().prop_map(|a| IpAddr::V4(a.into())),
+            any::<u128>().prop_map(|a| IpAddr::V6(a.into())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn agrees_with_a_linear_scan(
+            prefixes in proptest::collection::vec(clustered_cidr(), 0..40),
+            probes in proptest::collection::vec(clustered_ip(), 1..40),
+        ) {
+            let s = IpSet::from_prefixes(prefixes.iter().copied());
+            let mut distinct = prefixes.clone();
+            distinct.sort();
+            distinct.dedup();
+            prop_assert_eq!(s.len(), distinct.len());
+            for probe in probes {
+                let want = prefixes.iter().any(|p| p.contains(probe));
+                prop_assert_eq!(s.contains(probe), want, "probe {}", probe);
+            }
+            // every prefix contains its own first address
+            for p in &prefixes {
+                prop_assert!(s.contains(p.addr()), "own address of {}", p);
+            }
+        }
+    }
+
+    /// Long prefixes inside one /16 (v4) or /112 (v6): a large set covers part of the space,
+    /// so probes both hit and miss.
+    fn long_cidr() -> impl Strategy<Value = Cidr> {
+        prop_oneof![
+            (any::<u16>(), 26u8..=32).prop_map(|(low, len)| {
+                let [a, b] = low.to_be_bytes();
+                Cidr::new(IpAddr::V4(Ipv4Addr::new(203, 0, a, b)), len).unwrap()
+            }),
+            (any::<u16>(), 122u8..=128).prop_map(|(low, len)| {
+                let addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, low);
+                Cidr::new(IpAddr::V6(addr), len).unwrap()
+            }),
+        ]
+    }
+
+    fn long_probe() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u16>().prop_map(|low| {
+                let [a, b] = low.to_be_bytes();
+                IpAddr::V4(Ipv4Addr::new(203, 0, a, b))
+            }),
+            any::<u16>()
+                .prop_map(|low| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, low))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Large sets exercise the tree's node splits and allocator growth.
+        #[test]
+        fn large_sets_agree_with_a_linear_scan(
+            prefixes in proptest::collection::vec(long_cidr(), 500..3000),
+            probes in proptest::collection::vec(long_probe(), 200..400),
+        ) {
+            let s = IpSet::from_prefixes(prefixes.iter().copied());
+            let (mut hits, mut misses) = (0, 0);
+            for probe in probes {
+                let want = prefixes.iter().any(|p| p.contains(probe));
+                prop_assert_eq!(s.contains(probe), want, "probe {}", probe);
+                if want { hits += 1 } else { misses += 1 }
+            }
+            // the strategy must exercise both answers
+            prop_assert!(hits > 0 && misses > 0, "hits {} misses {}", hits, misses);
+            for p in &prefixes {
+                prop_assert!(s.contains(p.addr()), "own address of {}", p);
+            }
+        }
+    }
+}

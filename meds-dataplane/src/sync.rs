@@ -1,0 +1,418 @@
+//! The sync client: the dataplane's side of the `meds.v1.Sync` stream.
+//!
+//! The dataplane connects out to the controller's Unix socket, sends a `Hello`, and then:
+//! * feeds every `UpdateChunk` to a fresh [`Stager`] (one per stream), which validates it;
+//! * on a complete update, applies it to the [`PolicyStore`] on a blocking thread (the new rule
+//!   set is built there, off the packet path), publishes it, and only then sends the `Ack`;
+//! * every second sends `DataplaneStats` from the packet counters.
+//!
+//! Any stream error or refused chunk ends the stream: the last applied rule set stays in force,
+//! the error is logged and counted, and the client reconnects with jittered exponential backoff
+//! (reset after a stream that applied an update). Input from the controller never panics this
+//! task. Nothing here runs on the packet path.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper_util::rt::TokioIo;
+use meds_proto::pb::{self, controller_message, dataplane_message};
+use meds_proto::sync::{MAX_MESSAGE_BYTES, Stager, SyncError};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::counters::Counters;
+use crate::policy::PolicyStore;
+
+/// Messages the dataplane may have queued for the controller before sending blocks.
+const OUTBOUND_CAPACITY: usize = 32;
+
+/// Reconnect delays: exponential from `initial` to `max`, each jittered down to half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before reconnect attempt `attempt` (0-based): `min(max, initial * 2^attempt)`,
+    /// scaled into `[d/2, d]` by `random`.
+    pub fn delay(&self, attempt: u32, random: u64) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        let full = self.initial.saturating_mul(factor).min(self.max);
+        let half = full / 2;
+        let spread = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
+        let extra = if spread == 0 {
+            0
+        } else {
+            random % (spread + 1)
+        };
+        half + Duration::from_nanos(extra)
+    }
+}
+
+/// How the client connects and reports.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The controller's sync socket.
+    pub socket: PathBuf,
+    /// The NFQUEUE numbers this dataplane is bound to (sent in the Hello).
+    pub queues: Vec<u32>,
+    /// Process start, seconds since the Unix epoch (sent with the stats).
+    pub started_at_unix: u64,
+    /// How often stats are sent.
+    pub stats_interval: Duration,
+    pub backoff: Backoff,
+    /// Upper bound on establishing the connection.
+    pub connect_timeout: Duration,
+}
+
+impl SyncConfig {
+    /// Defaults: stats every second, backoff 100 ms to 5 s, 5 s connect timeout, started now.
+    pub fn new(socket: impl Into<PathBuf>, queues: Vec<u32>) -> SyncConfig {
+        SyncConfig {
+            socket: socket.into(),
+            queues,
+            started_at_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            stats_interval: Duration::from_secs(1),
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of the sync client, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    connected: AtomicBool,
+    streams_opened: AtomicU64,
+    stream_failures: AtomicU64,
+    updates_applied: AtomicU64,
+    updates_rejected: AtomicU64,
+}
+
+impl SyncStats {
+    /// True while a stream to the controller is open.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+    /// Streams opened (each one received a fresh snapshot).
+    pub fn streams_opened(&self) -> u64 {
+        self.streams_opened.load(Ordering::Relaxed)
+    }
+    /// Streams or connection attempts that ended in an error other than a refused update.
+    pub fn stream_failures(&self) -> u64 {
+        self.stream_failures.load(Ordering::Relaxed)
+    }
+    /// Complete updates applied and acknowledged.
+    pub fn updates_applied(&self) -> u64 {
+        self.updates_applied.load(Ordering::Relaxed)
+    }
+    /// Chunks refused by validation (each one ended its stream).
+    pub fn updates_rejected(&self) -> u64 {
+        self.updates_rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("cannot connect to the controller at {path}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("controller refused the sync stream")]
+    Open(#[source] tonic::Status),
+    #[error("sync stream failed")]
+    Stream(#[source] tonic::Status),
+    #[error("controller closed the sync stream")]
+    Closed,
+    #[error("controller sent an update that was refused")]
+    Rejected(#[source] SyncError),
+    #[error("the outbound half of the sync stream closed")]
+    OutboundClosed,
+    #[error("applying the update failed")]
+    Apply(#[source] tokio::task::JoinError),
+}
+
+/// The sync client. Build it, keep [`SyncClient::stats`] if you want to observe it, then
+/// [`SyncClient::run`] it until shutdown.
+#[derive(Debug)]
+pub struct SyncClient {
+    cfg: SyncConfig,
+    store: Arc<PolicyStore>,
+    counters: Arc<Counters>,
+    stats: Arc<SyncStats>,
+}
+
+impl SyncClient {
+    pub fn new(cfg: SyncConfig, store: Arc<PolicyStore>, counters: Arc<Counters>) -> SyncClient {
+        SyncClient {
+            cfg,
+            store,
+            counters,
+            stats: Arc::new(SyncStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<SyncStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Connect, stream, reconnect; returns when `shutdown` becomes true (or its sender is
+    /// dropped). The policy in force is never cleared here.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut attempt: u32 = 0;
+        let mut last_error = String::new();
+        loop {
+            let mut applied_any = false;
+            let ended = tokio::select! {
+                ended = self.stream_once(&mut applied_any) => ended,
+                _ = stopped(&mut shutdown) => break,
+            };
+            self.stats.connected.store(false, Ordering::Relaxed);
+            let refused = matches!(ended, StreamError::Rejected(_));
+            if !refused {
+                self.stats.stream_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            if applied_any && !refused {
+                attempt = 0;
+            }
+            let delay = self.cfg.backoff.delay(attempt, random_u64());
+            attempt = attempt.saturating_add(1);
+            let message = crate::ErrorChain(&ended).to_string();
+            // A controller that stays away must not flood the log: repeat the same failure at
+            // debug level only.
+            if message != last_error || refused {
+                tracing::warn!(
+                    error = %message,
+                    retry_in_ms = delay.as_millis() as u64,
+                    generation = self.store.generation(),
+                    "sync stream ended; keeping the policy in force and reconnecting"
+                );
+            } else {
+                tracing::debug!(
+                    error = %message,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "sync retry"
+                );
+            }
+            last_error = message;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopped(&mut shutdown) => break,
+            }
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
+        tracing::debug!("sync client stopped");
+    }
+
+    /// One connection and stream, until it fails. Sets `applied_any` once an update applied.
+    async fn stream_once(&self, applied_any: &mut bool) -> StreamError {
+        match self.try_stream(applied_any).await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    async fn try_stream(
+        &self,
+        applied_any: &mut bool,
+    ) -> Result<std::convert::Infallible, StreamError> {
+        let channel = connect(&self.cfg.socket, self.cfg.connect_timeout).await?;
+        let mut client = pb::sync_client::SyncClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let hello = pb::DataplaneMessage {
+            msg: Some(dataplane_message::Msg::Hello(pb::Hello {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                applied_generation: self.store.generation(),
+                queues: self.cfg.queues.clone(),
+                pid: std::process::id(),
+            })),
+        };
+        tx.try_send(hello)
+            .map_err(|_| StreamError::OutboundClosed)?;
+        let mut inbound = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .map_err(StreamError::Open)?
+            .into_inner();
+        self.stats.connected.store(true, Ordering::Relaxed);
+        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            socket = %self.cfg.socket.display(),
+            generation = self.store.generation(),
+            "sync stream open"
+        );
+
+        let mut stager = Stager::new();
+        let mut stats_tick = tokio::time::interval(self.cfg.stats_interval);
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = stats_tick.tick() => {
+                    let msg = pb::DataplaneMessage {
+                        msg: Some(dataplane_message::Msg::Stats(self.stats_message())),
+                    };
+                    // Stats are periodic: when the controller is slow, skip one.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
+                        return Err(StreamError::OutboundClosed);
+                    }
+                }
+                received = inbound.message() => {
+                    let chunk = match received {
+                        Err(status) => return Err(StreamError::Stream(status)),
+                        Ok(None) => return Err(StreamError::Closed),
+                        Ok(Some(pb::ControllerMessage {
+                            msg: Some(controller_message::Msg::Update(chunk)),
+                        })) => chunk,
+                        Ok(Some(pb::ControllerMessage { msg: None })) => {
+                            tracing::debug!("ignoring an empty or unknown controller message");
+                            continue;
+                        }
+                    };
+                    let update = match stager.push(&chunk) {
+                        Ok(Some(update)) => update,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            self.stats.updates_rejected.fetch_add(1, Ordering::Relaxed);
+                            return Err(StreamError::Rejected(e));
+                        }
+                    };
+                    let (full, entries) = (update.full, update.entries());
+                    let store = Arc::clone(&self.store);
+                    let generation = tokio::task::spawn_blocking(move || store.apply(update))
+                        .await
+                        .map_err(StreamError::Apply)?;
+                    self.stats.updates_applied.fetch_add(1, Ordering::Relaxed);
+                    *applied_any = true;
+                    tracing::info!(generation, full, entries, "policy update applied");
+                    let ack = pb::DataplaneMessage {
+                        msg: Some(dataplane_message::Msg::Ack(pb::Ack { generation })),
+                    };
+                    tx.send(ack).await.map_err(|_| StreamError::OutboundClosed)?;
+                }
+            }
+        }
+    }
+
+    fn stats_message(&self) -> pb::DataplaneStats {
+        let snapshot = self.counters.snapshot();
+        pb::DataplaneStats {
+            packets_processed: snapshot.packets_processed,
+            decisions: snapshot
+                .decisions
+                .iter()
+                .map(|d| pb::DecisionCount {
+                    verdict: d.verdict.label().to_owned(),
+                    filter: d.filter.label().to_owned(),
+                    reason: d.reason.label().to_owned(),
+                    packets: d.packets,
+                })
+                .collect(),
+            updates_rejected: self.stats.updates_rejected(),
+            verdict_errors: snapshot.verdict_errors,
+            started_at_unix: self.cfg.started_at_unix,
+        }
+    }
+}
+
+/// Open an HTTP/2 channel over the Unix socket at `path`.
+async fn connect(path: &Path, timeout: Duration) -> Result<Channel, StreamError> {
+    let connect_err = |source| StreamError::Connect {
+        path: path.to_path_buf(),
+        source,
+    };
+    // The authority is never resolved: every connection goes to the Unix socket.
+    let endpoint = Endpoint::try_from("http://meds.invalid")
+        .map_err(connect_err)?
+        .connect_timeout(timeout);
+    let socket = path.to_path_buf();
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .map_err(connect_err)
+}
+
+/// Resolves once `shutdown` is true or its sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// A random number for jitter (std's per-instance random hasher keys; no extra dependency).
+fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into()),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_half() {
+        let b = Backoff::default();
+        let cases = [
+            (0, Duration::from_millis(100)),
+            (1, Duration::from_millis(200)),
+            (2, Duration::from_millis(400)),
+            (5, Duration::from_millis(3200)),
+            (6, Duration::from_secs(5)),
+            (31, Duration::from_secs(5)),
+            (32, Duration::from_secs(5)),
+            (u32::MAX, Duration::from_secs(5)),
+        ];
+        for (attempt, full) in cases {
+            let lo = b.delay(attempt, 0);
+            let hi = b.delay(attempt, u64::MAX);
+            assert_eq!(lo, full / 2, "attempt {attempt} low end");
+            assert!(hi <= full && hi >= lo, "attempt {attempt}: {hi:?}");
+            for r in [1, 12345, u64::MAX / 3] {
+                let d = b.delay(attempt, r);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}, random {r}: {d:?}"
+                );
+            }
+        }
+        let zero = Backoff {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+        };
+        assert_eq!(zero.delay(3, 99), Duration::ZERO);
+    }
+
+    #[test]
+    fn random_values_differ() {
+        let values: std::collections::HashSet<u64> = (0..16).map(|_| random_u64()).collect();
+        assert!(values.len() > 1);
+    }
+}

@@ -1,0 +1,272 @@
+//! The packet loop: one OS thread per queue, blocking receive, no lock, no allocation and no
+//! logging per packet.
+//!
+//! [`run`] allocates its receive buffer once (the queue's copy range plus 4 KiB of headroom,
+//! at least 64 KiB), then until `stop` is set: receive a datagram (the receive times out about
+//! every 200 ms so `stop` is noticed), and for each queued packet load the current rule set
+//! (an `arc-swap` guard: no lock), decide, send the verdict and count.
+//!
+//! A per-packet error never ends the loop. What each one becomes:
+//!
+//! | event | verdict | counted as |
+//! |---|---|---|
+//! | packet decided | the decision's | its decision (+ `packets_processed`) |
+//! | verdict could not be sent (retried once on ENOBUFS/ENOMEM/EINTR/EAGAIN) | none: the kernel keeps the packet until the queue closes | `verdict_errors` |
+//! | queue message not decodable, packet id readable | the unparsable policy (default accept), as for a packet without a source address | decision `empty`/`unparsable` |
+//! | queue message not decodable, no packet id | none possible | `recv_errors` |
+//! | kernel rejected an earlier verdict (NLMSG_ERROR) | — | `verdict_errors` |
+//! | receive error (e.g. ENOBUFS), message from a non-kernel port | — | `recv_errors` |
+//!
+//! After a receive error other than a transient one (ENOBUFS, ENOMEM, EINTR, EAGAIN) the loop
+//! pauses 10 ms so that a persistent error cannot spin a core; that pause is the only blocking
+//! outside the receive itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::chain::{Decision, RuleSet, UnparsableVerdict, decide};
+use crate::counters::Counters;
+use crate::nfqueue::{NfQueue, NfQueueError, QueuedPacket, packets};
+
+/// Pause after a receive error that is not a transient buffer shortage.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Run the packet loop for `queue` until `stop` is set. Returns within about 200 ms of `stop`
+/// being set (one receive timeout), after answering the datagram in hand.
+pub fn run(
+    mut queue: NfQueue,
+    policy: Arc<ArcSwap<RuleSet>>,
+    counters: Arc<Counters>,
+    unparsable: UnparsableVerdict,
+    stop: Arc<AtomicBool>,
+) {
+    let queue_num = queue.queue_num();
+    let mut buf = vec![0u8; queue.recv_buffer_len()];
+    tracing::info!(
+        queue = queue_num,
+        buffer_bytes = buf.len(),
+        "packet worker started"
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let len = match queue.recv(&mut buf) {
+            Ok(Some(len)) => len,
+            Ok(None) => continue,
+            Err(error) => {
+                counters.record_recv_error();
+                if !is_transient(&error) {
+                    std::thread::sleep(ERROR_BACKOFF);
+                }
+                continue;
+            }
+        };
+        let datagram = buf.get(..len).unwrap_or_default();
+        for item in packets(datagram) {
+            match step(item, &policy, unparsable) {
+                Step::Answer {
+                    packet_id,
+                    decision,
+                } => {
+                    // One retry when the kernel is short of memory for the message.
+                    let sent = queue
+                        .verdict(packet_id, decision.verdict, None)
+                        .or_else(|error| {
+                            if is_transient(&error) {
+                                queue.verdict(packet_id, decision.verdict, None)
+                            } else {
+                                Err(error)
+                            }
+                        });
+                    match sent {
+                        Ok(()) => counters.record(decision),
+                        Err(_) => counters.record_verdict_error(),
+                    }
+                }
+                Step::RecvError => counters.record_recv_error(),
+                Step::VerdictError => counters.record_verdict_error(),
+            }
+        }
+    }
+    tracing::info!(queue = queue_num, "packet worker stopped");
+}
+
+/// What to do about one item of a received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Send this verdict, then count the decision.
+    Answer { packet_id: u32, decision: Decision },
+    /// Nothing can be answered; count a receive error.
+    RecvError,
+    /// The kernel rejected an earlier verdict; count a verdict error.
+    VerdictError,
+}
+
+fn step(
+    item: Result<QueuedPacket<'_>, NfQueueError>,
+    policy: &ArcSwap<RuleSet>,
+    unparsable: UnparsableVerdict,
+) -> Step {
+    match item {
+        Ok(packet) => {
+            let rules = policy.load();
+            Step::Answer {
+                packet_id: packet.packet_id,
+                decision: decide(&rules, packet.payload, unparsable),
+            }
+        }
+        Err(NfQueueError::Malformed {
+            packet_id: Some(packet_id),
+            ..
+        }) => Step::Answer {
+            packet_id,
+            decision: Decision::unparsable(unparsable),
+        },
+        Err(NfQueueError::Kernel { .. }) => Step::VerdictError,
+        Err(_) => Step::RecvError,
+    }
+}
+
+/// Errors worth an immediate retry: the kernel was briefly short of buffers, or a signal.
+fn is_transient(error: &NfQueueError) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOBUFS | libc::ENOMEM | libc::EINTR | libc::EAGAIN)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{Filter, Reason, Verdict};
+    use crate::lists::IpSet;
+    use crate::packet::tests::{A4, B4, UDP, udp, v4};
+    use meds_proto::Cidr;
+
+    fn blocking(prefix: &str) -> ArcSwap<RuleSet> {
+        let block = IpSet::from_prefixes([prefix.parse::<Cidr>().unwrap()]);
+        ArcSwap::from_pointee(RuleSet::new(3, IpSet::empty(), block))
+    }
+
+    fn queued(packet_id: u32, payload: &[u8]) -> Result<QueuedPacket<'_>, NfQueueError> {
+        Ok(QueuedPacket {
+            packet_id,
+            hw_protocol: 0x0800,
+            mark: None,
+            payload,
+        })
+    }
+
+    #[test]
+    fn steps() {
+        let policy = blocking("203.0.113.0/24");
+        let blocked = v4(UDP, A4, B4, &udp(1, 2, b""));
+        let other = v4(UDP, [198, 51, 100, 1], B4, &udp(1, 2, b""));
+        let unparsable = Decision {
+            verdict: Verdict::Accept,
+            filter: Filter::Empty,
+            reason: Reason::Unparsable,
+        };
+        let cases: Vec<(&str, Result<QueuedPacket<'_>, NfQueueError>, Step)> = vec![
+            (
+                "blocked source",
+                queued(1, &blocked),
+                Step::Answer {
+                    packet_id: 1,
+                    decision: Decision::BLACKLISTED,
+                },
+            ),
+            (
+                "other source",
+                queued(2, &other),
+                Step::Answer {
+                    packet_id: 2,
+                    decision: Decision::DEFAULT,
+                },
+            ),
+            (
+                "empty payload",
+                queued(3, &[]),
+                Step::Answer {
+                    packet_id: 3,
+                    decision: unparsable,
+                },
+            ),
+            (
+                "malformed with id",
+                Err(NfQueueError::Malformed {
+                    packet_id: Some(4),
+                    what: "x",
+                }),
+                Step::Answer {
+                    packet_id: 4,
+                    decision: unparsable,
+                },
+            ),
+            (
+                "malformed without id",
+                Err(NfQueueError::Malformed {
+                    packet_id: None,
+                    what: "x",
+                }),
+                Step::RecvError,
+            ),
+            (
+                "kernel rejected a verdict",
+                Err(NfQueueError::Kernel {
+                    seq: 0,
+                    error: std::io::Error::from_raw_os_error(libc::ENOENT),
+                }),
+                Step::VerdictError,
+            ),
+            (
+                "foreign sender",
+                Err(NfQueueError::ForeignSender { portid: 9 }),
+                Step::RecvError,
+            ),
+        ];
+        for (name, item, want) in cases {
+            assert_eq!(
+                step(item, &policy, UnparsableVerdict::Accept),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_swapped_rule_set_applies_to_the_next_packet() {
+        let policy = blocking("198.51.100.0/24");
+        let packet = v4(UDP, A4, B4, &udp(1, 2, b""));
+        let before = step(queued(1, &packet), &policy, UnparsableVerdict::Drop);
+        assert_eq!(
+            before,
+            Step::Answer {
+                packet_id: 1,
+                decision: Decision::DEFAULT
+            }
+        );
+        policy.store(blocking("203.0.113.0/24").load_full());
+        let after = step(queued(2, &packet), &policy, UnparsableVerdict::Drop);
+        assert_eq!(
+            after,
+            Step::Answer {
+                packet_id: 2,
+                decision: Decision::BLACKLISTED
+            }
+        );
+    }
+
+    #[test]
+    fn transient_errors() {
+        let recv = |errno| NfQueueError::Recv {
+            queue: 0,
+            error: std::io::Error::from_raw_os_error(errno),
+        };
+        assert!(is_transient(&recv(libc::ENOBUFS)));
+        assert!(is_transient(&recv(libc::ENOMEM)));
+        assert!(!is_transient(&recv(libc::EBADF)));
+        assert!(!is_transient(&NfQueueError::ForeignSender { portid: 1 }));
+    }
+}
