@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Run every test of the workspace: unit, component, property and end-to-end tests.
+#
+#   sudo tests/run.sh [ARGS passed to the test binaries, e.g. --nocapture]
+#
+# Root is needed by the end-to-end tests (network namespaces, iptables, NFQUEUE). The script
+# installs missing Debian packages (apt-get, non-interactive), builds the binaries the
+# end-to-end tests run, and runs `cargo test --workspace`. MEDS_E2E_REQUIRE=1 is set, so an
+# end-to-end test that cannot run fails instead of skipping. Exits non-zero on any failure.
+#
+# Honours CARGO_TARGET_DIR. Under sudo without cargo on root's PATH it uses the invoking user's
+# toolchain and hands files it created in the target dir back to that user.
+#
+# The end-to-end tests of one test binary run in parallel (every bed has its own namespaces,
+# directory and port); the latency test is its own binary, so it runs alone. Its figures are
+# printed at the end and kept in $CARGO_TARGET_DIR/e2e-figures.txt.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../deploy/common.sh
+. "$repo/deploy/common.sh"
+cd "$repo"
+
+meds_require_root "$@"
+# shellcheck disable=SC2086 # word splitting of the package lists is intended
+meds_ensure_packages $MEDS_BUILD_PACKAGES $MEDS_RUN_PACKAGES $MEDS_TEST_PACKAGES
+meds_find_cargo
+
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+trap 'meds_restore_ownership "$target_dir" "${CARGO_HOME:-}"' EXIT
+
+export MEDS_E2E_REQUIRE=1
+
+start=$(meds_now)
+"$CARGO" build --workspace --bins --locked
+meds_elapsed "build (binaries for the end-to-end tests)" "$start"
+
+start=$(meds_now)
+status=0
+"$CARGO" test --workspace --locked --no-fail-fast -- "$@" || status=$?
+meds_elapsed "cargo test --workspace" "$start"
+
+if [ -f "$target_dir/e2e-figures.txt" ]; then
+    echo "==> end-to-end figures ($target_dir/e2e-figures.txt):"
+    cat "$target_dir/e2e-figures.txt"
+fi
+if [ "$status" -ne 0 ]; then
+    echo "==> FAILED (cargo test exited $status); failed end-to-end tests printed their daemon logs and kept their directories" >&2
+fi
+exit "$status"
