@@ -36,8 +36,13 @@ start=$(meds_now)
 meds_elapsed "build (binaries for the end-to-end tests)" "$start"
 
 start=$(meds_now)
-status=0
-"$CARGO" test --workspace --locked --no-fail-fast -- "$@" || status=$?
+test_log="$target_dir/test-output.txt"
+mkdir -p "$target_dir"
+# --all-targets: every unit, integration and example test; no doc tests (there are none).
+set +e
+"$CARGO" test --workspace --all-targets --locked --no-fail-fast -- "$@" 2>&1 | tee "$test_log"
+status=${PIPESTATUS[0]}
+set -e
 meds_elapsed "cargo test --workspace" "$start"
 
 if [ -f "$target_dir/e2e-figures.txt" ]; then
@@ -47,4 +52,12 @@ fi
 if [ "$status" -ne 0 ]; then
     echo "==> FAILED (cargo test exited $status); failed end-to-end tests printed their daemon logs and kept their directories" >&2
 fi
+passed=$(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1/p' "$test_log" | awk '{s+=$1} END {print s+0}')
+failed=$(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' "$test_log" | awk '{s+=$1} END {print s+0}')
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    failed=1 # a test binary that failed to build or crashed reports no "test result" line
+fi
+summary="tests: $passed passed, $failed failed"
+echo "$summary" > "$target_dir/test-summary.txt"
+echo "$summary"
 exit "$status"
