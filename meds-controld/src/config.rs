@@ -54,6 +54,33 @@ pub struct Args {
     /// Allow running as root (not recommended: the controller needs no privilege).
     #[arg(long, env = "MEDS_ALLOW_ROOT")]
     pub allow_root: bool,
+    /// Time between two feed update rounds: `90s`, `30m`, `4h`, `1d`, `1h30m` (1m to 7d).
+    #[arg(long, env = "MEDS_UPDATE_INTERVAL", default_value = "4h")]
+    pub update_interval: String,
+    /// Bound on one feed's update: connect, whole body and retries (1s to 1h).
+    #[arg(long, env = "MEDS_UPDATE_TIMEOUT", default_value = "1m")]
+    pub update_timeout: String,
+    /// Largest fraction of its entries a feed may lose in one update; a bigger drop is refused
+    /// and the last good copy stays in force (0: any drop is refused; 1: no limit).
+    #[arg(long, env = "MEDS_FEED_MAX_SHRINK", default_value_t = 0.5)]
+    pub feed_max_shrink: f64,
+    /// Fetch feed NAME from URL (http, https or file:///path) instead of its default URL;
+    /// repeatable, or comma-separated in the environment.
+    #[arg(
+        long,
+        env = "MEDS_FEED_URL",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    pub feed_url: Vec<String>,
+    /// Neither fetch nor enforce feed NAME (`all`: every feed); repeatable, or comma-separated.
+    #[arg(
+        long,
+        env = "MEDS_DISABLE_FEED",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub disable_feed: Vec<String>,
 }
 
 /// Why the flags or environment cannot be used.
@@ -88,6 +115,16 @@ pub enum ConfigError {
         "refusing to run as root: meds-controld needs no privilege (run it as an unprivileged user, or pass --allow-root)"
     )]
     Root,
+    #[error("--{flag} {value:?}: {reason}")]
+    Duration {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("--feed-max-shrink must be between 0.0 and 1.0")]
+    MaxShrink,
+    #[error("--feed-url / --disable-feed: {0}")]
+    Feed(#[from] crate::feeds::FeedFlagError),
 }
 
 /// Validated configuration.
@@ -103,6 +140,9 @@ pub struct Config {
     pub password: String,
     pub api_body_limit: usize,
     pub api_timeout: Duration,
+    /// Feed settings from `--update-interval`, `--update-timeout`, `--feed-max-shrink`,
+    /// `--feed-url` and `--disable-feed`.
+    pub feeds: crate::feeds::FeedsConfig,
 }
 
 impl Config {
@@ -140,6 +180,7 @@ impl Config {
         if !(1024..=1 << 30).contains(&args.api_body_limit) {
             return Err(ConfigError::BodyLimit);
         }
+        let feeds = feeds_config(args)?;
         if !(5..=3600).contains(&args.api_timeout) {
             return Err(ConfigError::Timeout);
         }
@@ -182,6 +223,7 @@ impl Config {
             password,
             api_body_limit: args.api_body_limit,
             api_timeout: Duration::from_secs(args.api_timeout),
+            feeds,
         })
     }
 }
@@ -220,6 +262,92 @@ fn unsafe_zeroed_group() -> libc::group {
     // SAFETY: `libc::group` is a plain C struct of integers and pointers; all-zero is a valid
     // (empty) value that getgrnam_r overwrites.
     unsafe { std::mem::zeroed() }
+}
+
+/// Validate the feed flags.
+fn feeds_config(args: &Args) -> Result<crate::feeds::FeedsConfig, ConfigError> {
+    let bounded = |flag: &'static str, value: &str, min: Duration, max: Duration| {
+        let bad = |reason: String| ConfigError::Duration {
+            flag,
+            value: value.chars().take(64).collect(),
+            reason,
+        };
+        let d = parse_duration(value).map_err(bad)?;
+        if d < min || d > max {
+            return Err(bad(format!(
+                "must be between {} and {}",
+                show_duration(min),
+                show_duration(max)
+            )));
+        }
+        Ok(d)
+    };
+    let interval = bounded(
+        "update-interval",
+        &args.update_interval,
+        Duration::from_secs(60),
+        Duration::from_secs(7 * 86_400),
+    )?;
+    let timeout = bounded(
+        "update-timeout",
+        &args.update_timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )?;
+    if !(0.0..=1.0).contains(&args.feed_max_shrink) {
+        return Err(ConfigError::MaxShrink);
+    }
+    let mut feeds =
+        crate::feeds::FeedsConfig::default().with_flags(&args.feed_url, &args.disable_feed)?;
+    feeds.interval = interval;
+    feeds.fetch.timeout = timeout;
+    feeds.max_shrink = args.feed_max_shrink;
+    Ok(feeds)
+}
+
+/// Parse `90s`, `30m`, `4h`, `1d` or a sum such as `1h30m` (whole numbers; units s, m, h, d).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err("expected a number followed by s, m, h or d (e.g. 4h, 30m, 90s)".into());
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| "number too large".to_string())?;
+        let unit = rest[digits..].chars().next();
+        let scale = match unit {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            Some('d') => 86_400,
+            _ => return Err("every number needs a unit: s, m, h or d (e.g. 4h, 30m, 90s)".into()),
+        };
+        total = n
+            .checked_mul(scale)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| "duration too large".to_string())?;
+        rest = &rest[digits + 1..];
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -302,5 +430,92 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.password, "from-file");
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_the_rest() {
+        let ok = [
+            ("90s", 90),
+            ("30m", 1800),
+            ("4h", 14_400),
+            ("1d", 86_400),
+            ("1h30m", 5400),
+            (" 2m ", 120),
+            ("0s", 0),
+        ];
+        for (text, secs) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "4",
+            "h",
+            "4x",
+            "-1m",
+            "1.5h",
+            "99999999999999999999s",
+            "m4",
+            "4h-",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration("18446744073709551615d").is_err());
+    }
+
+    #[test]
+    fn feed_flags_are_validated_with_bounds_inclusive() {
+        let c = Config::from_args(&args(&[]), env(&CREDS), false).unwrap();
+        assert_eq!(c.feeds.interval, Duration::from_secs(4 * 3600));
+        assert_eq!(c.feeds.fetch.timeout, Duration::from_secs(60));
+        assert_eq!(c.feeds.max_shrink, 0.5);
+        assert!(c.feeds.disabled.is_empty() && c.feeds.urls.is_empty());
+        let edges: [&[&str]; 6] = [
+            &["--update-interval", "1m"],
+            &["--update-interval", "7d"],
+            &["--update-timeout", "1s"],
+            &["--update-timeout", "1h"],
+            &["--feed-max-shrink", "0"],
+            &["--feed-max-shrink", "1"],
+        ];
+        for flags in edges {
+            assert!(
+                Config::from_args(&args(flags), env(&CREDS), false).is_ok(),
+                "{flags:?}"
+            );
+        }
+        let c = Config::from_args(
+            &args(&[
+                "--disable-feed",
+                "all",
+                "--feed-url",
+                "feodo=file:///srv/feodo.txt",
+            ]),
+            env(&CREDS),
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.feeds.disabled.len(), crate::feeds::FEEDS.len());
+        assert_eq!(c.feeds.urls["feodo"].as_str(), "file:///srv/feodo.txt");
+        let bad: [(&[&str], &str); 8] = [
+            (&["--update-interval", "59s"], "--update-interval"),
+            (&["--update-interval", "8d"], "--update-interval"),
+            (&["--update-interval", "soon"], "--update-interval"),
+            (&["--update-timeout", "0s"], "--update-timeout"),
+            (&["--update-timeout", "61m"], "--update-timeout"),
+            (&["--feed-max-shrink", "1.5"], "--feed-max-shrink"),
+            (&["--disable-feed", "nope"], "valid names: firehol_level1"),
+            (
+                &["--feed-url", "firehol_level1=gopher://x"],
+                "scheme \"gopher\"",
+            ),
+        ];
+        for (flags, needle) in bad {
+            let e = Config::from_args(&args(flags), env(&CREDS), false).unwrap_err();
+            assert!(e.to_string().contains(needle), "{flags:?}: {e}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Cidr, Entry, IpAsn, ListKind};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
@@ -34,13 +34,15 @@ pub enum CoreError {
     TooManyEntries { given: usize, max: usize },
     #[error("store task failed: {0}")]
     Task(String),
+    #[error("the {0} list is filled by its feed and cannot be edited")]
+    FeedList(&'static str),
 }
 
 /// The outcome of a committed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// Entries actually added or removed.
-    pub changed: Vec<Cidr>,
+    pub changed: Vec<Entry>,
     /// Policy generation after the change.
     pub generation: u64,
     /// True when a connected dataplane acknowledged `generation` before we answered.
@@ -61,15 +63,15 @@ pub struct CheckResult {
 pub struct Delta {
     pub generation: u64,
     pub list: ListKind,
-    pub add: Vec<Cidr>,
-    pub remove: Vec<Cidr>,
+    pub add: Vec<Entry>,
+    pub remove: Vec<Entry>,
 }
 
 /// The whole policy at one generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub generation: u64,
-    pub lists: BTreeMap<ListKind, Vec<Cidr>>,
+    pub lists: BTreeMap<ListKind, Vec<Entry>>,
 }
 
 /// Counters last reported by the dataplane.
@@ -122,12 +124,37 @@ pub fn public_name(list: ListKind) -> &'static str {
     match list {
         ListKind::IpAllow => "whitelist",
         ListKind::IpBlock => "blacklist",
+        ListKind::FeedFireHol => "firehol",
+        ListKind::FeedSpamhaus => "spamhaus",
+        ListKind::FeedFeodo => "feodo",
+        ListKind::CountryBlock => "countries",
+        ListKind::AsnBlock => "asns",
+        ListKind::FeedAsnDrop => "spamhaus_asndrop",
+        ListKind::IpAsn => "iplocate",
     }
+}
+
+/// Everything the controller knows about one address (`medsctl check IP`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpReport {
+    pub ip: std::net::IpAddr,
+    /// Prefix lists (user lists and IP feeds) containing the address, with the most specific
+    /// matching entry of each, keyed by [`public_name`].
+    pub lists: BTreeMap<String, String>,
+    /// ASN and country from the IP-to-ASN table (most specific row), if any.
+    pub asn: Option<u32>,
+    pub country: Option<String>,
+    /// The covering IP-to-ASN row.
+    pub network: Option<String>,
+    /// True when the country is on the country blocklist.
+    pub country_blocked: bool,
+    /// The ASN lists (`asns`, `spamhaus_asndrop`) containing the ASN.
+    pub asn_lists: Vec<String>,
 }
 
 struct View {
     generation: u64,
-    lists: BTreeMap<ListKind, BTreeSet<Cidr>>,
+    lists: BTreeMap<ListKind, BTreeSet<Entry>>,
 }
 
 /// The controller's shared state. Cheap to share as `Arc<Controller>`.
@@ -140,6 +167,33 @@ pub struct Controller {
     dataplane: watch::Sender<DataplaneView>,
     next_connection: std::sync::atomic::AtomicU64,
     started: Instant,
+}
+
+/// Stored prefixes of `set` that cover `query`, most specific first.
+fn covering(set: &BTreeSet<Entry>, query: &Cidr) -> Vec<Cidr> {
+    // A prefix covering `query` has a length <= query's; walk every shorter mask.
+    (0..=query.len())
+        .rev()
+        .filter_map(|len| Cidr::new(query.addr(), len).ok())
+        .filter(|c| set.contains(&Entry::Prefix(*c)))
+        .collect()
+}
+
+/// The most specific IP-to-ASN row covering `ip`.
+fn ip_asn_row(set: &BTreeSet<Entry>, ip: std::net::IpAddr) -> Option<IpAsn> {
+    let host = Cidr::host(ip);
+    (0..=host.len()).rev().find_map(|len| {
+        let prefix = Cidr::new(ip, len).ok()?;
+        let start = Entry::IpAsn(IpAsn {
+            prefix,
+            asn: None,
+            country: None,
+        });
+        match set.range(start..).next() {
+            Some(Entry::IpAsn(row)) if row.prefix == prefix => Some(*row),
+            _ => None,
+        }
+    })
 }
 
 impl Controller {
@@ -183,8 +237,21 @@ impl Controller {
         self.read_view().generation
     }
 
+    /// Run `f` on the store, on a blocking thread, for state that is not policy (the feeds'
+    /// settings and last good copies). Policy changes go through the methods below.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, CoreError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| CoreError::Task(e.to_string()))?
+            .map_err(CoreError::from)
+    }
+
     /// Every entry of `list`, sorted.
-    pub fn list(&self, list: ListKind) -> Vec<Cidr> {
+    pub fn list(&self, list: ListKind) -> Vec<Entry> {
         self.read_view()
             .lists
             .get(&list)
@@ -203,14 +270,7 @@ impl Controller {
         let mut matches: Vec<Cidr> = view
             .lists
             .get(&list)
-            .map(|s| {
-                // A prefix covering `query` has a length <= query's; walk every shorter mask.
-                (0..=query.len())
-                    .rev()
-                    .filter_map(|len| Cidr::new(query.addr(), len).ok())
-                    .filter(|c| s.contains(c))
-                    .collect()
-            })
+            .map(|s| covering(s, query))
             .unwrap_or_default();
         matches.dedup();
         CheckResult {
@@ -219,12 +279,144 @@ impl Controller {
         }
     }
 
+    /// True when `entry` is in `list` (exact match).
+    pub fn contains(&self, list: ListKind, entry: &Entry) -> bool {
+        self.read_view()
+            .lists
+            .get(&list)
+            .is_some_and(|s| s.contains(entry))
+    }
+
+    /// Which lists and feeds contain `ip`, and its ASN and country.
+    pub fn ip_report(&self, ip: std::net::IpAddr) -> IpReport {
+        let view = self.read_view();
+        let host = Cidr::host(ip);
+        let mut lists = BTreeMap::new();
+        for kind in ListKind::ALL {
+            if kind.entry_kind() != meds_proto::EntryKind::Prefix {
+                continue;
+            }
+            if let Some(best) = view
+                .lists
+                .get(&kind)
+                .and_then(|s| covering(s, &host).first().copied())
+            {
+                lists.insert(public_name(kind).to_string(), best.to_string());
+            }
+        }
+        let row = view
+            .lists
+            .get(&ListKind::IpAsn)
+            .and_then(|s| ip_asn_row(s, ip));
+        let asn = row.and_then(|r| r.asn);
+        let country = row.and_then(|r| r.country);
+        let country_blocked = country.is_some_and(|c| {
+            view.lists
+                .get(&ListKind::CountryBlock)
+                .is_some_and(|s| s.contains(&Entry::Country(c)))
+        });
+        let asn_lists = asn
+            .map(|a| {
+                [ListKind::AsnBlock, ListKind::FeedAsnDrop]
+                    .into_iter()
+                    .filter(|k| {
+                        view.lists
+                            .get(k)
+                            .is_some_and(|s| s.contains(&Entry::Asn(a)))
+                    })
+                    .map(|k| public_name(k).to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        IpReport {
+            ip,
+            lists,
+            asn: asn.map(meds_proto::Asn::get),
+            country: country.map(|c| c.to_string()),
+            network: row.map(|r| r.prefix.to_string()),
+            country_blocked,
+            asn_lists,
+        }
+    }
+
+    /// Replace the whole content of a feed list with `entries` (a validated, complete feed),
+    /// publishing only the difference. Returns the change (empty when identical).
+    pub async fn replace_feed(
+        self: &Arc<Self>,
+        list: ListKind,
+        entries: BTreeSet<Entry>,
+    ) -> Result<Change, CoreError> {
+        if !list.is_feed() {
+            return Err(CoreError::Task(format!("{list} is not a feed list")));
+        }
+        if let Some(bad) = entries.iter().find(|e| e.kind() != list.entry_kind()) {
+            return Err(CoreError::Task(format!(
+                "{list} holds {:?} entries, not {:?}",
+                list.entry_kind(),
+                bad.kind()
+            )));
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.commit_feed(list, entries).await })
+            .await
+            .map_err(|e| CoreError::Task(e.to_string()))?
+    }
+
+    async fn commit_feed(
+        &self,
+        list: ListKind,
+        entries: BTreeSet<Entry>,
+    ) -> Result<Change, CoreError> {
+        let _writer = self.writer.lock().await;
+        let (add, remove) = {
+            let view = self.read_view();
+            let empty = BTreeSet::new();
+            let old = view.lists.get(&list).unwrap_or(&empty);
+            let add: Vec<Entry> = entries.difference(old).copied().collect();
+            let remove: Vec<Entry> = old.difference(&entries).copied().collect();
+            (add, remove)
+        };
+        if add.is_empty() && remove.is_empty() {
+            return Ok(Change {
+                changed: Vec::new(),
+                generation: self.generation(),
+                applied: false,
+            });
+        }
+        let store = Arc::clone(&self.store);
+        let generation = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bump_generation()
+        })
+        .await
+        .map_err(|e| CoreError::Task(e.to_string()))??;
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        view.lists.insert(list, entries);
+        view.generation = generation;
+        let changed: Vec<Entry> = add.iter().chain(remove.iter()).copied().collect();
+        let _ = self.deltas.send(Arc::new(Delta {
+            generation,
+            list,
+            add,
+            remove,
+        }));
+        drop(view);
+        tracing::info!(list = %list, changed = changed.len(), generation, "feed list replaced");
+        Ok(Change {
+            changed,
+            generation,
+            applied: false,
+        })
+    }
+
     /// Add entries to `list` (idempotent). With `wait_applied`, waits up to [`APPLY_WAIT`] for
     /// the dataplane to acknowledge the change.
     pub async fn add(
         self: &Arc<Self>,
         list: ListKind,
-        entries: Vec<Cidr>,
+        entries: Vec<Entry>,
         wait_applied: bool,
     ) -> Result<Change, CoreError> {
         self.modify(list, entries, true, wait_applied).await
@@ -234,7 +426,7 @@ impl Controller {
     pub async fn remove(
         self: &Arc<Self>,
         list: ListKind,
-        entries: Vec<Cidr>,
+        entries: Vec<Entry>,
         wait_applied: bool,
     ) -> Result<Change, CoreError> {
         self.modify(list, entries, false, wait_applied).await
@@ -243,10 +435,13 @@ impl Controller {
     async fn modify(
         self: &Arc<Self>,
         list: ListKind,
-        entries: Vec<Cidr>,
+        entries: Vec<Entry>,
         add: bool,
         wait_applied: bool,
     ) -> Result<Change, CoreError> {
+        if list.is_feed() {
+            return Err(CoreError::FeedList(public_name(list)));
+        }
         if entries.len() > MAX_ENTRIES_PER_REQUEST {
             return Err(CoreError::TooManyEntries {
                 given: entries.len(),
@@ -296,9 +491,9 @@ impl Controller {
     async fn commit_and_publish(
         &self,
         list: ListKind,
-        entries: Vec<Cidr>,
+        entries: Vec<Entry>,
         add: bool,
-    ) -> Result<Option<(Vec<Cidr>, u64)>, CoreError> {
+    ) -> Result<Option<(Vec<Entry>, u64)>, CoreError> {
         let _writer = self.writer.lock().await;
         let store = Arc::clone(&self.store);
         let applied = tokio::task::spawn_blocking(move || {
@@ -464,7 +659,11 @@ impl Controller {
 mod tests {
     use super::*;
 
-    fn c(s: &str) -> Cidr {
+    fn c(s: &str) -> Entry {
+        Entry::Prefix(s.parse().unwrap())
+    }
+
+    fn p(s: &str) -> Cidr {
         s.parse().unwrap()
     }
 
@@ -520,13 +719,13 @@ mod tests {
         )
         .await
         .unwrap();
-        let r = ctl.check(ListKind::IpBlock, &c("203.0.113.9"));
+        let r = ctl.check(ListKind::IpBlock, &p("203.0.113.9"));
         assert!(r.found);
-        assert_eq!(r.matches, vec![c("203.0.113.0/24"), c("203.0.0.0/16")]);
-        assert!(ctl.check(ListKind::IpBlock, &c("203.0.113.0/25")).found);
-        assert!(!ctl.check(ListKind::IpBlock, &c("203.0.0.0/8")).found);
-        assert!(!ctl.check(ListKind::IpBlock, &c("198.51.100.1")).found);
-        assert!(ctl.check(ListKind::IpAllow, &c("::1")).found);
+        assert_eq!(r.matches, vec![p("203.0.113.0/24"), p("203.0.0.0/16")]);
+        assert!(ctl.check(ListKind::IpBlock, &p("203.0.113.0/25")).found);
+        assert!(!ctl.check(ListKind::IpBlock, &p("203.0.0.0/8")).found);
+        assert!(!ctl.check(ListKind::IpBlock, &p("198.51.100.1")).found);
+        assert!(ctl.check(ListKind::IpAllow, &p("::1")).found);
     }
 
     #[tokio::test]
@@ -571,5 +770,336 @@ mod tests {
         let err = ctl.add(ListKind::IpBlock, many, false).await.unwrap_err();
         assert!(matches!(err, CoreError::TooManyEntries { .. }));
         assert!(ctl.list(ListKind::IpBlock).is_empty());
+    }
+
+    fn cc(s: &str) -> Entry {
+        Entry::Country(s.parse().unwrap())
+    }
+
+    fn asn(s: &str) -> Entry {
+        Entry::Asn(s.parse().unwrap())
+    }
+
+    /// An IP-to-ASN row; `0` / `""` for an unknown ASN / country.
+    fn row(prefix: &str, asn: u32, country: &str) -> Entry {
+        Entry::IpAsn(IpAsn {
+            prefix: prefix.parse().unwrap(),
+            asn: (asn != 0).then(|| meds_proto::Asn::new(asn).unwrap()),
+            country: (!country.is_empty())
+                .then(|| meds_proto::CountryCode::from_feed(country).unwrap()),
+        })
+    }
+
+    fn ip(s: &str) -> std::net::IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn contains_is_an_exact_match_per_list() {
+        let ctl = Controller::new_for_tests();
+        ctl.add(ListKind::CountryBlock, vec![cc("FR"), cc("de")], false)
+            .await
+            .unwrap();
+        ctl.add(ListKind::AsnBlock, vec![asn("AS64496")], false)
+            .await
+            .unwrap();
+        ctl.add(ListKind::IpBlock, vec![c("203.0.113.0/24")], false)
+            .await
+            .unwrap();
+        // (list, entry, contained)
+        let cases = [
+            (ListKind::CountryBlock, cc("fr"), true),
+            (ListKind::CountryBlock, cc("DE"), true),
+            (ListKind::CountryBlock, cc("us"), false),
+            (ListKind::AsnBlock, asn("64496"), true),
+            (ListKind::AsnBlock, asn("64497"), false),
+            (ListKind::FeedAsnDrop, asn("64496"), false),
+            // Exact: a covered prefix is not "contained" (that is what `check` answers).
+            (ListKind::IpBlock, c("203.0.113.0/24"), true),
+            (ListKind::IpBlock, c("203.0.113.7"), false),
+            (ListKind::IpAllow, c("10.0.0.0/8"), true),
+        ];
+        for (list, entry, want) in cases {
+            assert_eq!(ctl.contains(list, &entry), want, "{list} {entry}");
+        }
+        assert_eq!(ctl.list(ListKind::CountryBlock), vec![cc("de"), cc("fr")]);
+        assert_eq!(ctl.list_len(ListKind::AsnBlock), 1);
+    }
+
+    #[tokio::test]
+    async fn feed_lists_refuse_user_edits_and_user_lists_refuse_replacement() {
+        let ctl = Controller::new_for_tests();
+        let g0 = ctl.generation();
+        for list in ListKind::ALL.into_iter().filter(|l| l.is_feed()) {
+            let entry = match list.entry_kind() {
+                meds_proto::EntryKind::Prefix => c("203.0.113.0/24"),
+                meds_proto::EntryKind::Asn => asn("64496"),
+                _ => row("203.0.113.0/24", 64496, "fr"),
+            };
+            let err = ctl.add(list, vec![entry], false).await.unwrap_err();
+            assert!(matches!(err, CoreError::FeedList(_)), "{list}: {err:?}");
+            assert!(err.to_string().contains(public_name(list)), "{err}");
+            let err = ctl.remove(list, vec![entry], false).await.unwrap_err();
+            assert!(matches!(err, CoreError::FeedList(_)), "{list}: {err:?}");
+        }
+        for list in [
+            ListKind::IpAllow,
+            ListKind::IpBlock,
+            ListKind::CountryBlock,
+            ListKind::AsnBlock,
+        ] {
+            let err = ctl
+                .replace_feed(list, BTreeSet::new())
+                .await
+                .expect_err("user list");
+            assert!(err.to_string().contains(list.name()), "{err}");
+        }
+        assert_eq!(ctl.generation(), g0);
+        assert!(!ctl.list(ListKind::IpAllow).is_empty(), "not replaced");
+    }
+
+    #[tokio::test]
+    async fn replace_feed_publishes_only_the_difference() {
+        let ctl = Controller::new_for_tests();
+        let (_, mut rx) = ctl.subscribe();
+        let g0 = ctl.generation();
+        let base: BTreeSet<Entry> = (0..10_000u32)
+            .map(|i| Entry::Prefix(Cidr::host(std::net::IpAddr::V4((0xC633_0000 + i).into()))))
+            .collect();
+
+        let first = ctl
+            .replace_feed(ListKind::FeedFireHol, base.clone())
+            .await
+            .unwrap();
+        assert_eq!(first.changed.len(), 10_000);
+        assert_eq!(first.generation, g0 + 1);
+        let d = rx.recv().await.unwrap();
+        assert_eq!((d.generation, d.list), (g0 + 1, ListKind::FeedFireHol));
+        assert_eq!((d.add.len(), d.remove.len()), (10_000, 0));
+
+        // Identical content: no generation, no delta.
+        let same = ctl
+            .replace_feed(ListKind::FeedFireHol, base.clone())
+            .await
+            .unwrap();
+        assert!(same.changed.is_empty());
+        assert_eq!(same.generation, g0 + 1);
+        assert_eq!(ctl.generation(), g0 + 1);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+
+        // One row more: a delta of exactly that row.
+        let mut plus = base.clone();
+        plus.insert(c("203.0.113.0/24"));
+        let one = ctl
+            .replace_feed(ListKind::FeedFireHol, plus.clone())
+            .await
+            .unwrap();
+        assert_eq!(one.changed, vec![c("203.0.113.0/24")]);
+        assert_eq!(one.generation, g0 + 2);
+        let d = rx.recv().await.unwrap();
+        assert_eq!(d.generation, g0 + 2);
+        assert_eq!(d.add, vec![c("203.0.113.0/24")]);
+        assert!(d.remove.is_empty());
+
+        // One row swapped for another: one add and one remove in one generation.
+        let mut swapped = plus.clone();
+        let gone = *base.iter().next().unwrap();
+        swapped.remove(&gone);
+        swapped.insert(c("198.51.100.0/24"));
+        let two = ctl
+            .replace_feed(ListKind::FeedFireHol, swapped.clone())
+            .await
+            .unwrap();
+        assert_eq!(two.changed.len(), 2);
+        let d = rx.recv().await.unwrap();
+        assert_eq!(d.generation, g0 + 3);
+        assert_eq!(d.add, vec![c("198.51.100.0/24")]);
+        assert_eq!(d.remove, vec![gone]);
+
+        // Other lists are untouched, the snapshot agrees, and user edits continue the sequence.
+        assert!(ctl.list(ListKind::FeedSpamhaus).is_empty());
+        let (snap, _) = ctl.subscribe();
+        assert_eq!(snap.generation, g0 + 3);
+        assert_eq!(snap.lists[&ListKind::FeedFireHol].len(), 10_001);
+        let user = ctl
+            .add(ListKind::IpBlock, vec![c("192.0.2.1")], false)
+            .await
+            .unwrap();
+        assert_eq!(user.generation, g0 + 4);
+
+        // Emptying a feed removes everything it had.
+        let empty = ctl
+            .replace_feed(ListKind::FeedFireHol, BTreeSet::new())
+            .await
+            .unwrap();
+        assert_eq!(empty.changed.len(), 10_001);
+        assert_eq!(empty.generation, g0 + 5);
+        assert_eq!(ctl.list_len(ListKind::FeedFireHol), 0);
+    }
+
+    #[tokio::test]
+    async fn ip_report_combines_lists_feeds_and_the_ip_to_asn_table() {
+        let ctl = Controller::new_for_tests();
+        let table: BTreeSet<Entry> = [
+            row("203.0.0.0/16", 64496, "fr"),
+            row("203.0.113.0/24", 64497, "de"),
+            row("203.0.113.128/25", 0, "nl"),
+            row("198.51.100.0/24", 64511, ""),
+            row("2001:db8::/32", 64500, "us"),
+            row("0.0.0.0/1", 64501, "gb"),
+        ]
+        .into_iter()
+        .collect();
+        ctl.replace_feed(ListKind::IpAsn, table).await.unwrap();
+        ctl.replace_feed(
+            ListKind::FeedFireHol,
+            [c("203.0.0.0/16"), c("203.0.113.0/24")]
+                .into_iter()
+                .collect(),
+        )
+        .await
+        .unwrap();
+        ctl.replace_feed(ListKind::FeedAsnDrop, [asn("64497")].into_iter().collect())
+            .await
+            .unwrap();
+        ctl.add(ListKind::IpBlock, vec![c("203.0.113.7")], false)
+            .await
+            .unwrap();
+        ctl.add(ListKind::CountryBlock, vec![cc("de"), cc("us")], false)
+            .await
+            .unwrap();
+        ctl.add(ListKind::AsnBlock, vec![asn("64497"), asn("64500")], false)
+            .await
+            .unwrap();
+
+        let r = ctl.ip_report(ip("203.0.113.7"));
+        assert_eq!(r.ip, ip("203.0.113.7"));
+        assert_eq!(
+            r.lists,
+            BTreeMap::from([
+                ("blacklist".to_string(), "203.0.113.7/32".to_string()),
+                ("firehol".to_string(), "203.0.113.0/24".to_string()),
+            ])
+        );
+        // The /24 is more specific than the /16 and the /1.
+        assert_eq!(r.asn, Some(64497));
+        assert_eq!(r.country.as_deref(), Some("de"));
+        assert_eq!(r.network.as_deref(), Some("203.0.113.0/24"));
+        assert!(r.country_blocked);
+        assert_eq!(r.asn_lists, ["asns", "spamhaus_asndrop"]);
+
+        // Edges of the /24 and of the /25 inside it. (ip, asn, country, network, blocked)
+        type Case = (
+            &'static str,
+            Option<u32>,
+            Option<&'static str>,
+            Option<&'static str>,
+            bool,
+        );
+        let cases: [Case; 9] = [
+            (
+                "203.0.113.0",
+                Some(64497),
+                Some("de"),
+                Some("203.0.113.0/24"),
+                true,
+            ),
+            (
+                "203.0.113.127",
+                Some(64497),
+                Some("de"),
+                Some("203.0.113.0/24"),
+                true,
+            ),
+            // The /25 row has no ASN: the most specific row wins even so.
+            (
+                "203.0.113.128",
+                None,
+                Some("nl"),
+                Some("203.0.113.128/25"),
+                false,
+            ),
+            (
+                "203.0.113.255",
+                None,
+                Some("nl"),
+                Some("203.0.113.128/25"),
+                false,
+            ),
+            (
+                "203.0.112.255",
+                Some(64496),
+                Some("fr"),
+                Some("203.0.0.0/16"),
+                false,
+            ),
+            (
+                "203.0.114.0",
+                Some(64496),
+                Some("fr"),
+                Some("203.0.0.0/16"),
+                false,
+            ),
+            (
+                "198.51.100.1",
+                Some(64511),
+                None,
+                Some("198.51.100.0/24"),
+                false,
+            ),
+            (
+                "2001:db8::1",
+                Some(64500),
+                Some("us"),
+                Some("2001:db8::/32"),
+                true,
+            ),
+            // An IPv4 row never covers an IPv6 address.
+            ("2001:db9::1", None, None, None, false),
+        ];
+        for (addr, want_asn, want_cc, want_net, blocked) in cases {
+            let r = ctl.ip_report(ip(addr));
+            assert_eq!(r.asn, want_asn, "{addr}");
+            assert_eq!(r.country.as_deref(), want_cc, "{addr}");
+            assert_eq!(r.network.as_deref(), want_net, "{addr}");
+            assert_eq!(r.country_blocked, blocked, "{addr}");
+        }
+        assert_eq!(ctl.ip_report(ip("2001:db8::1")).asn_lists, ["asns"]);
+        assert!(ctl.ip_report(ip("203.0.113.200")).asn_lists.is_empty());
+        assert!(ctl.ip_report(ip("203.0.114.0")).asn_lists.is_empty());
+
+        // Allowlist and feeds both reported; the most specific entry per list.
+        let r = ctl.ip_report(ip("10.1.2.3"));
+        assert_eq!(
+            r.lists,
+            BTreeMap::from([("whitelist".to_string(), "10.0.0.0/8".to_string())])
+        );
+        assert_eq!(r.network.as_deref(), Some("0.0.0.0/1"));
+        assert_eq!(r.asn, Some(64501));
+        let r = ctl.ip_report(ip("203.0.114.9"));
+        assert_eq!(
+            r.lists,
+            BTreeMap::from([("firehol".to_string(), "203.0.0.0/16".to_string())])
+        );
+
+        // Nothing anywhere: an empty report.
+        let r = ctl.ip_report(ip("192.0.2.1"));
+        assert!(r.lists.is_empty());
+        // 192.0.2.1 is just outside 0.0.0.0/1.
+        assert_eq!((r.asn, r.network), (None, None));
+        let empty = Controller::new_for_tests().ip_report(ip("192.0.2.1"));
+        assert_eq!(
+            (
+                empty.asn,
+                empty.country,
+                empty.network,
+                empty.country_blocked
+            ),
+            (None, None, None, false)
+        );
+        assert!(empty.lists.is_empty() && empty.asn_lists.is_empty());
     }
 }

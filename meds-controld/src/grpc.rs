@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use meds_proto::pb::{self, admin_server::Admin, sync_server::Sync};
 use meds_proto::sync::{delta_chunks, full_update_chunks};
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Cidr, Entry, ListKind};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::{Controller, CoreError, DataplaneStats, DecisionStat};
+use crate::feeds::{FeedStatus, Feeds, FeedsError};
 
 /// How long a new stream may take to send its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +91,7 @@ async fn send_updates(
 ) {
     'resync: loop {
         let (snapshot, mut deltas) = controller.subscribe();
-        let lists: Vec<(ListKind, &[Cidr])> = snapshot
+        let lists: Vec<(ListKind, &[Entry])> = snapshot
             .lists
             .iter()
             .map(|(k, v)| (*k, v.as_slice()))
@@ -216,11 +217,58 @@ fn stats_from_wire(s: &pb::DataplaneStats) -> DataplaneStats {
 /// The medsctl-facing admin service.
 pub struct AdminService {
     controller: Arc<Controller>,
+    feeds: Option<Arc<Feeds>>,
 }
 
 impl AdminService {
+    /// Without feeds: the feed RPCs answer FAILED_PRECONDITION.
     pub fn new(controller: Arc<Controller>) -> AdminService {
-        AdminService { controller }
+        AdminService {
+            controller,
+            feeds: None,
+        }
+    }
+
+    /// Serve the feed RPCs from `feeds`.
+    pub fn with_feeds(mut self, feeds: Arc<Feeds>) -> AdminService {
+        self.feeds = Some(feeds);
+        self
+    }
+
+    fn feeds(&self) -> Result<&Arc<Feeds>, Status> {
+        self.feeds
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this controller runs without feeds"))
+    }
+}
+
+/// The one mapping from feed errors to gRPC statuses.
+pub fn status_from_feeds(e: FeedsError) -> Status {
+    match e {
+        FeedsError::UnknownFeed { .. } => Status::not_found(e.to_string()),
+        FeedsError::Url(_) => Status::invalid_argument(e.to_string()),
+        FeedsError::Disabled(_) => Status::failed_precondition(e.to_string()),
+        FeedsError::Core(core) => status_from_core(core),
+        FeedsError::Fetch(_) => {
+            tracing::error!(error = %e, "feed request failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn feed_status_to_wire(s: FeedStatus) -> pb::FeedStatus {
+    pb::FeedStatus {
+        name: s.name,
+        list: s.list,
+        enabled: s.enabled,
+        url: s.url,
+        entries: s.entries,
+        last_success_unix: s.last_success_unix,
+        last_attempt_unix: s.last_attempt_unix,
+        next_update_unix: s.next_update_unix,
+        last_error: s.last_error,
+        failures: s.failures,
+        rejected_lines: s.rejected_lines,
     }
 }
 
@@ -229,13 +277,13 @@ fn list_kind(raw: i32) -> Result<ListKind, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("unknown list kind {raw}")))
 }
 
-/// Parse every entry; the first bad one fails the whole request, naming it.
-fn parse_entries(entries: &[String]) -> Result<Vec<Cidr>, Status> {
+/// Parse every entry for `list`; the first bad one fails the whole request, naming it.
+fn parse_entries(list: ListKind, entries: &[String]) -> Result<Vec<Entry>, Status> {
     entries
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            e.parse::<Cidr>()
+            Entry::parse_user(list.entry_kind(), e)
                 .map_err(|err| Status::invalid_argument(format!("entries[{i}]: {err}")))
         })
         .collect()
@@ -244,7 +292,9 @@ fn parse_entries(entries: &[String]) -> Result<Vec<Cidr>, Status> {
 /// The one mapping from core errors to gRPC statuses.
 pub fn status_from_core(e: CoreError) -> Status {
     match e {
-        CoreError::TooManyEntries { .. } => Status::invalid_argument(e.to_string()),
+        CoreError::TooManyEntries { .. } | CoreError::FeedList(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         CoreError::Store(_) | CoreError::Task(_) => {
             tracing::error!(error = %e, "policy change failed");
             Status::internal(
@@ -309,7 +359,7 @@ impl Admin for AdminService {
             .controller
             .list(list)
             .iter()
-            .map(Cidr::to_string)
+            .map(Entry::to_string)
             .collect();
         Ok(Response::new(pb::ListEntriesResponse { entries }))
     }
@@ -320,7 +370,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ModifyEntriesResponse>, Status> {
         let req = request.into_inner();
         let list = list_kind(req.list)?;
-        let entries = parse_entries(&req.entries)?;
+        let entries = parse_entries(list, &req.entries)?;
         let change = self
             .controller
             .add(list, entries, req.wait_applied)
@@ -335,7 +385,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ModifyEntriesResponse>, Status> {
         let req = request.into_inner();
         let list = list_kind(req.list)?;
-        let entries = parse_entries(&req.entries)?;
+        let entries = parse_entries(list, &req.entries)?;
         let change = self
             .controller
             .remove(list, entries, req.wait_applied)
@@ -344,21 +394,104 @@ impl Admin for AdminService {
         Ok(Response::new(modify_response(&change)))
     }
 
+    async fn check_ip(
+        &self,
+        request: Request<pb::CheckIpRequest>,
+    ) -> Result<Response<pb::CheckIpResponse>, Status> {
+        let text = request.into_inner().ip;
+        // Same rules as everywhere else: a /32 or /128 `Cidr` (refuses IPv4-mapped IPv6).
+        let ip = match text.parse::<Cidr>() {
+            Ok(c) if c == Cidr::host(c.addr()) => c.addr(),
+            Ok(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{text:?} is a prefix: give one IPv4 or IPv6 address"
+                )));
+            }
+            Err(e) => return Err(Status::invalid_argument(e.to_string())),
+        };
+        let report = self.controller.ip_report(ip);
+        Ok(Response::new(pb::CheckIpResponse {
+            ip: report.ip.to_string(),
+            lists: report
+                .lists
+                .into_iter()
+                .map(|(list, entry)| pb::ListMatch { list, entry })
+                .collect(),
+            asn: report.asn.unwrap_or(0),
+            country: report.country.unwrap_or_default(),
+            network: report.network.unwrap_or_default(),
+            country_blocked: report.country_blocked,
+            asn_lists: report.asn_lists,
+        }))
+    }
+
+    async fn list_feeds(
+        &self,
+        _request: Request<pb::ListFeedsRequest>,
+    ) -> Result<Response<pb::ListFeedsResponse>, Status> {
+        let feeds = self.feeds()?.statuses();
+        Ok(Response::new(pb::ListFeedsResponse {
+            feeds: feeds.into_iter().map(feed_status_to_wire).collect(),
+        }))
+    }
+
+    async fn update_feeds(
+        &self,
+        request: Request<pb::UpdateFeedsRequest>,
+    ) -> Result<Response<pb::UpdateFeedsResponse>, Status> {
+        let names = request.into_inner().names;
+        let feeds = self
+            .feeds()?
+            .update(&names)
+            .await
+            .map_err(status_from_feeds)?;
+        Ok(Response::new(pb::UpdateFeedsResponse {
+            feeds: feeds.into_iter().map(feed_status_to_wire).collect(),
+        }))
+    }
+
+    async fn configure_feed(
+        &self,
+        request: Request<pb::ConfigureFeedRequest>,
+    ) -> Result<Response<pb::FeedStatus>, Status> {
+        let req = request.into_inner();
+        let status = self
+            .feeds()?
+            .configure(&req.name, req.enabled, req.url.as_deref())
+            .await
+            .map_err(status_from_feeds)?;
+        Ok(Response::new(feed_status_to_wire(status)))
+    }
+
     async fn check_entry(
         &self,
         request: Request<pb::CheckEntryRequest>,
     ) -> Result<Response<pb::CheckEntryResponse>, Status> {
         let req = request.into_inner();
         let list = list_kind(req.list)?;
-        let query = req
-            .query
-            .parse::<Cidr>()
+        let query = Entry::parse_user(list.entry_kind(), &req.query)
             .map_err(|e| Status::invalid_argument(format!("query: {e}")))?;
-        let result = self.controller.check(list, &query);
-        Ok(Response::new(pb::CheckEntryResponse {
-            found: result.found,
-            matches: result.matches.iter().map(Cidr::to_string).collect(),
-        }))
+        let (found, matches) = match query {
+            Entry::Prefix(cidr) => {
+                let result = self.controller.check(list, &cidr);
+                (
+                    result.found,
+                    result.matches.iter().map(Cidr::to_string).collect(),
+                )
+            }
+            other => {
+                let found = self.controller.contains(list, &other);
+                (
+                    found,
+                    if found {
+                        vec![other.to_string()]
+                    } else {
+                        Vec::new()
+                    },
+                )
+            }
+        };
+        Ok(Response::new(pb::CheckEntryResponse { found, matches }))
     }
 }
 

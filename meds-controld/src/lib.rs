@@ -10,6 +10,7 @@
 pub mod api;
 pub mod config;
 pub mod core;
+pub mod feeds;
 pub mod grpc;
 pub mod store;
 

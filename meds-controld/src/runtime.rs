@@ -14,6 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::api;
 use crate::config::Config;
 use crate::core::{Controller, CoreError};
+use crate::feeds::{Feeds, FeedsError};
 use crate::grpc::{AdminService, SyncService};
 use crate::store::{Store, StoreError};
 
@@ -53,6 +54,8 @@ pub enum RunError {
     },
     #[error("invalid API credentials: {0}")]
     Credentials(String),
+    #[error("feeds: {0}")]
+    Feeds(#[from] FeedsError),
 }
 
 /// Run the controller until `shutdown` completes.
@@ -70,6 +73,10 @@ pub async fn run(
         generation = controller.generation(),
         "policy loaded"
     );
+    // The feeds' last good copies go in force before anything is served, so the dataplane's
+    // first snapshot already holds them (the original started with empty feeds, upstream W9).
+    let feeds = Feeds::new(Arc::clone(&controller), config.feeds.clone())?;
+    feeds.load_persisted().await?;
 
     let api_listener =
         TcpListener::bind(config.api_addr)
@@ -90,8 +97,9 @@ pub async fn run(
 
     let credentials = api::Credentials::new(&config.username, &config.password)
         .map_err(|e| RunError::Credentials(e.to_string()))?;
-    let router = api::router(
+    let router = api::router_with_feeds(
         Arc::clone(&controller),
+        Some(Arc::clone(&feeds)),
         credentials,
         api::Limits {
             body_bytes: config.api_body_limit,
@@ -108,6 +116,8 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // First round at once, in the background; then every --update-interval until shutdown.
+    tokio::spawn(Arc::clone(&feeds).run(stopped(stop_rx.clone())));
 
     tracing::info!(
         api = %config.api_addr,
@@ -127,7 +137,9 @@ pub async fn run(
             stopped(stop_rx.clone()),
         );
     let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(Arc::clone(&controller))))
+        .add_service(AdminServer::new(
+            AdminService::new(Arc::clone(&controller)).with_feeds(Arc::clone(&feeds)),
+        ))
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(admin_listener),
             stopped(stop_rx.clone()),

@@ -5,7 +5,8 @@
 //! the same transaction as the change, so a crash can never leave a change without a new
 //! generation (or the reverse).
 //!
-//! Schema (migration 1; migrations live in `MIGRATIONS`, append-only):
+//! Schema (migrations live in `MIGRATIONS`, append-only; 2 adds `list_entry`, 3 adds
+//! `feed_state`, the feeds' run-time settings and last good copies):
 //! * `meta(key TEXT PRIMARY KEY, value INTEGER)` holds `generation`.
 //! * `ip_prefix(id, list, prefix, family, prefix_len, created_at)` with `UNIQUE(list, prefix)`.
 //!   `list` is [`ListKind::name`]; `prefix` is the canonical, masked text of a [`Cidr`]
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Asn, Cidr, CountryCode, Entry, EntryKind, ListKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// Prefixes put on the allowlist when a database is created: loopback, private, CGNAT,
@@ -83,10 +84,56 @@ pub enum MigrationError {
 }
 
 /// Every migration, in order. Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    description: "create meta and ip_prefix, seed the default allowlist",
-    apply: migration_1,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        description: "create meta and ip_prefix, seed the default allowlist",
+        apply: migration_1,
+    },
+    Migration {
+        description: "create list_entry for the country and ASN blocklists",
+        apply: migration_2,
+    },
+    Migration {
+        description: "create feed_state for the feeds' settings and last good copies",
+        apply: migration_3,
+    },
+];
+
+/// `feed_state`: one row per feed that has a run-time setting or a last good copy.
+/// `enabled` and `url_override` are NULL unless set at run time (then they win over the
+/// flags); `body` is the raw body of the last good copy (re-parsed at start), `source_url` the
+/// URL it came from (conditional requests are only sent to that URL), `fetched_at` the Unix
+/// time of the last successful fetch (a 304 counts).
+fn migration_3(tx: &rusqlite::Transaction<'_>) -> Result<(), MigrationError> {
+    tx.execute_batch(
+        "CREATE TABLE feed_state (
+             name          TEXT PRIMARY KEY NOT NULL,
+             enabled       INTEGER CHECK (enabled IN (0, 1)),
+             url_override  TEXT,
+             body          BLOB,
+             source_url    TEXT,
+             etag          TEXT,
+             last_modified TEXT,
+             fetched_at    INTEGER,
+             entries       INTEGER NOT NULL DEFAULT 0 CHECK (entries >= 0),
+             rejected      INTEGER NOT NULL DEFAULT 0 CHECK (rejected >= 0)
+         ) STRICT;",
+    )?;
+    Ok(())
+}
+
+fn migration_2(tx: &rusqlite::Transaction<'_>) -> Result<(), MigrationError> {
+    tx.execute_batch(
+        "CREATE TABLE list_entry (
+             id         INTEGER PRIMARY KEY,
+             list       TEXT NOT NULL,
+             value      TEXT NOT NULL,
+             created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+             UNIQUE (list, value)
+         ) STRICT;",
+    )?;
+    Ok(())
+}
 
 fn migration_1(tx: &rusqlite::Transaction<'_>) -> Result<(), MigrationError> {
     tx.execute_batch(
@@ -197,6 +244,29 @@ pub enum StoreError {
         value: String,
         reason: String,
     },
+    #[error("database {path}: list_entry row {id} (list {list}) has invalid value {value:?}")]
+    BadEntryRow {
+        path: PathBuf,
+        id: i64,
+        list: ListKind,
+        value: String,
+    },
+    #[error("list {list} is filled by its feed, not by users")]
+    FeedList { list: ListKind },
+    #[error("list {list} holds {expected:?} entries, not {found:?}")]
+    WrongEntry {
+        list: ListKind,
+        expected: EntryKind,
+        found: EntryKind,
+    },
+    #[error("database {path}: {op} of feed {feed}: {source}")]
+    FeedWrite {
+        path: PathBuf,
+        feed: Box<str>,
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("database {path}: meta row 'generation' is missing")]
     MissingGeneration { path: PathBuf },
     #[error("database {path}: meta row 'generation' holds {value}, not a non-negative integer")]
@@ -207,17 +277,46 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
     pub generation: u64,
-    /// Every [`ListKind::ALL`] key is present (possibly with an empty set).
-    pub lists: BTreeMap<ListKind, BTreeSet<Cidr>>,
+    /// Every [`ListKind::ALL`] key is present (possibly with an empty set); feed lists are
+    /// always empty here (feeds keep their own last good copy).
+    pub lists: BTreeMap<ListKind, BTreeSet<Entry>>,
 }
 
 /// The outcome of one committed [`Store::add`] or [`Store::remove`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The entries that were actually inserted or deleted, sorted and without duplicates.
-    pub changed: Vec<Cidr>,
+    pub changed: Vec<Entry>,
     /// The generation after the call: one more than before iff `changed` is not empty.
     pub generation: u64,
+}
+
+/// One `feed_state` row as stored (see migration 3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedRow {
+    pub name: String,
+    /// Set at run time; `None`: the flags decide.
+    pub enabled: Option<bool>,
+    /// Set at run time; `None`: the flag or the built-in URL.
+    pub url_override: Option<String>,
+    /// The last good copy, if any.
+    pub copy: Option<FeedCopy>,
+}
+
+/// The last good copy of a feed: the raw body as validated, and what came with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedCopy {
+    pub body: Vec<u8>,
+    /// The URL the body was fetched from.
+    pub source_url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Unix seconds of the last successful fetch (a 304 counts).
+    pub fetched_at: u64,
+    /// Entries the body gave.
+    pub entries: u64,
+    /// Lines the parser rejected.
+    pub rejected: u64,
 }
 
 /// The SQLite store. One connection; `Send` (not `Sync`): share it behind a `Mutex`.
@@ -360,7 +459,7 @@ impl Store {
             .unchecked_transaction()
             .map_err(read_err("snapshot"))?;
         let generation = read_generation(&tx, &self.path)?;
-        let mut lists: BTreeMap<ListKind, BTreeSet<Cidr>> = ListKind::ALL
+        let mut lists: BTreeMap<ListKind, BTreeSet<Entry>> = ListKind::ALL
             .iter()
             .map(|&k| (k, BTreeSet::new()))
             .collect();
@@ -377,25 +476,206 @@ impl Store {
                 prefix_len: row.get(4).map_err(read_err("ip_prefix.prefix_len"))?,
             };
             let (list, cidr) = raw.validate(&self.path)?;
-            lists.entry(list).or_default().insert(cidr);
+            lists.entry(list).or_default().insert(Entry::Prefix(cidr));
+        }
+        drop(rows);
+        drop(stmt);
+        let mut stmt = tx
+            .prepare("SELECT id, list, value FROM list_entry ORDER BY id")
+            .map_err(read_err("list_entry"))?;
+        let mut rows = stmt.query([]).map_err(read_err("list_entry"))?;
+        while let Some(row) = rows.next().map_err(read_err("list_entry"))? {
+            let id: i64 = row.get(0).map_err(read_err("list_entry.id"))?;
+            let name: String = row.get(1).map_err(read_err("list_entry.list"))?;
+            let value: String = row.get(2).map_err(read_err("list_entry.value"))?;
+            let list = ListKind::from_name(&name)
+                .filter(|l| !l.is_feed())
+                .ok_or_else(|| StoreError::UnknownList {
+                    path: self.path.clone(),
+                    id,
+                    list: name.clone(),
+                })?;
+            let entry = parse_entry_row(list, &value).ok_or_else(|| StoreError::BadEntryRow {
+                path: self.path.clone(),
+                id,
+                list,
+                value: value.clone(),
+            })?;
+            lists.entry(list).or_default().insert(entry);
         }
         Ok(Loaded { generation, lists })
     }
 
+    /// Every `feed_state` row, by name. Rows are ours, but a copy is only trusted after the
+    /// feed's parser accepts it again.
+    pub fn load_feed_states(&self) -> Result<Vec<FeedRow>, StoreError> {
+        let read_err = |what: &'static str| {
+            let path = self.path.clone();
+            move |source| StoreError::Read { path, what, source }
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, enabled, url_override, body, source_url, etag, last_modified,
+                        fetched_at, entries, rejected
+                 FROM feed_state ORDER BY name",
+            )
+            .map_err(read_err("feed_state"))?;
+        let mut rows = stmt.query([]).map_err(read_err("feed_state"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(read_err("feed_state"))? {
+            let enabled: Option<i64> = row.get(1).map_err(read_err("feed_state.enabled"))?;
+            let body: Option<Vec<u8>> = row.get(3).map_err(read_err("feed_state.body"))?;
+            let non_negative = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+            let copy = match body {
+                Some(body) => Some(FeedCopy {
+                    body,
+                    source_url: row
+                        .get::<_, Option<String>>(4)
+                        .map_err(read_err("feed_state.source_url"))?
+                        .unwrap_or_default(),
+                    etag: row.get(5).map_err(read_err("feed_state.etag"))?,
+                    last_modified: row.get(6).map_err(read_err("feed_state.last_modified"))?,
+                    fetched_at: non_negative(
+                        row.get(7).map_err(read_err("feed_state.fetched_at"))?,
+                    ),
+                    entries: non_negative(row.get(8).map_err(read_err("feed_state.entries"))?),
+                    rejected: non_negative(row.get(9).map_err(read_err("feed_state.rejected"))?),
+                }),
+                None => None,
+            };
+            out.push(FeedRow {
+                name: row.get(0).map_err(read_err("feed_state.name"))?,
+                enabled: enabled.map(|v| v != 0),
+                url_override: row.get(2).map_err(read_err("feed_state.url_override"))?,
+                copy,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Store `copy` as the last good copy of feed `name` (replacing the previous one; the
+    /// run-time settings are kept).
+    pub fn save_feed_body(&mut self, name: &str, copy: &FeedCopy) -> Result<(), StoreError> {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.conn
+            .execute(
+                "INSERT INTO feed_state (name, body, source_url, etag, last_modified, fetched_at,
+                                         entries, rejected)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (name) DO UPDATE SET
+                     body = excluded.body, source_url = excluded.source_url,
+                     etag = excluded.etag, last_modified = excluded.last_modified,
+                     fetched_at = excluded.fetched_at, entries = excluded.entries,
+                     rejected = excluded.rejected",
+                params![
+                    name,
+                    copy.body,
+                    copy.source_url,
+                    copy.etag,
+                    copy.last_modified,
+                    clamp(copy.fetched_at),
+                    clamp(copy.entries),
+                    clamp(copy.rejected),
+                ],
+            )
+            .map_err(|source| StoreError::FeedWrite {
+                path: self.path.clone(),
+                feed: name.into(),
+                op: "saving the last good copy",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Record a successful fetch that brought nothing new (HTTP 304) for feed `name`.
+    pub fn touch_feed(&mut self, name: &str, fetched_at: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE feed_state SET fetched_at = ?2 WHERE name = ?1",
+                params![name, i64::try_from(fetched_at).unwrap_or(i64::MAX)],
+            )
+            .map_err(|source| StoreError::FeedWrite {
+                path: self.path.clone(),
+                feed: name.into(),
+                op: "recording a fetch",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Set the run-time settings of feed `name` (`None` clears a setting, so the flags decide).
+    pub fn save_feed_config(
+        &mut self,
+        name: &str,
+        enabled: Option<bool>,
+        url_override: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO feed_state (name, enabled, url_override) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET
+                     enabled = excluded.enabled, url_override = excluded.url_override",
+                params![name, enabled.map(i64::from), url_override],
+            )
+            .map_err(|source| StoreError::FeedWrite {
+                path: self.path.clone(),
+                feed: name.into(),
+                op: "saving the settings",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Bump the generation for a change that lives outside this store (a feed update).
+    pub fn bump_generation(&mut self) -> Result<u64, StoreError> {
+        let path = &self.path;
+        let write_err = |source| StoreError::Read {
+            path: path.clone(),
+            what: "meta.generation (bump)",
+            source,
+        };
+        let value: Option<i64> = self
+            .conn
+            .query_row(
+                "UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(write_err)?;
+        let value = value.ok_or_else(|| StoreError::MissingGeneration { path: path.clone() })?;
+        u64::try_from(value).map_err(|_| StoreError::BadGeneration {
+            path: path.clone(),
+            value,
+        })
+    }
+
     /// Add `entries` to `list` in one transaction. Entries already present are not changes;
     /// duplicates in `entries` count once. The generation goes up by one iff something changed.
-    pub fn add(&mut self, list: ListKind, entries: &[Cidr]) -> Result<Applied, StoreError> {
+    pub fn add(&mut self, list: ListKind, entries: &[Entry]) -> Result<Applied, StoreError> {
         self.apply(list, entries, Op::Add)
     }
 
     /// Remove exactly the given prefixes from `list` (not the prefixes they cover) in one
     /// transaction. Absent entries are not changes. The generation goes up by one iff something
     /// changed.
-    pub fn remove(&mut self, list: ListKind, entries: &[Cidr]) -> Result<Applied, StoreError> {
+    pub fn remove(&mut self, list: ListKind, entries: &[Entry]) -> Result<Applied, StoreError> {
         self.apply(list, entries, Op::Remove)
     }
 
-    fn apply(&mut self, list: ListKind, entries: &[Cidr], op: Op) -> Result<Applied, StoreError> {
+    fn apply(&mut self, list: ListKind, entries: &[Entry], op: Op) -> Result<Applied, StoreError> {
+        if list.is_feed() {
+            return Err(StoreError::FeedList { list });
+        }
+        let expected = list.entry_kind();
+        if let Some(bad) = entries.iter().find(|e| e.kind() != expected) {
+            return Err(StoreError::WrongEntry {
+                list,
+                expected,
+                found: bad.kind(),
+            });
+        }
         let path = &self.path;
         let write_err = |source| StoreError::Write {
             path: path.clone(),
@@ -403,26 +683,36 @@ impl Store {
             op: op.name(),
             source,
         };
-        let unique: BTreeSet<Cidr> = entries.iter().copied().collect();
+        let unique: BTreeSet<Entry> = entries.iter().copied().collect();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(write_err)?;
         let mut changed = Vec::new();
         {
-            let mut stmt = match op {
-                Op::Add => tx.prepare(INSERT_SQL),
-                Op::Remove => tx.prepare("DELETE FROM ip_prefix WHERE list = ?1 AND prefix = ?2"),
+            let prefixes = expected == EntryKind::Prefix;
+            let mut stmt = match (op, prefixes) {
+                (Op::Add, true) => tx.prepare(INSERT_SQL),
+                (Op::Remove, true) => {
+                    tx.prepare("DELETE FROM ip_prefix WHERE list = ?1 AND prefix = ?2")
+                }
+                (Op::Add, false) => tx.prepare(
+                    "INSERT INTO list_entry (list, value) VALUES (?1, ?2)
+                     ON CONFLICT (list, value) DO NOTHING",
+                ),
+                (Op::Remove, false) => {
+                    tx.prepare("DELETE FROM list_entry WHERE list = ?1 AND value = ?2")
+                }
             }
             .map_err(write_err)?;
-            for cidr in &unique {
-                let n = match op {
-                    Op::Add => stmt.execute(row_params(list, cidr)),
-                    Op::Remove => stmt.execute(params![list.name(), cidr.to_string()]),
+            for entry in &unique {
+                let n = match (op, entry) {
+                    (Op::Add, Entry::Prefix(cidr)) => stmt.execute(row_params(list, cidr)),
+                    _ => stmt.execute(params![list.name(), entry.to_string()]),
                 }
                 .map_err(write_err)?;
                 if n > 0 {
-                    changed.push(*cidr);
+                    changed.push(*entry);
                 }
             }
         }
@@ -511,6 +801,16 @@ impl RawRow {
     }
 }
 
+/// A `list_entry` value, which we only ever write in canonical form.
+fn parse_entry_row(list: ListKind, value: &str) -> Option<Entry> {
+    let entry = match list.entry_kind() {
+        EntryKind::Asn => Entry::Asn(Asn::from_str(value).ok()?),
+        EntryKind::Country => Entry::Country(CountryCode::from_str(value).ok()?),
+        EntryKind::Prefix | EntryKind::IpAsn => return None,
+    };
+    (entry.to_string() == value).then_some(entry)
+}
+
 fn read_generation(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
     let value: Option<i64> = conn
         .query_row(
@@ -545,6 +845,61 @@ mod tests {
     fn default_allowlist_entries_are_canonical() {
         for entry in DEFAULT_ALLOWLIST {
             assert_eq!(c(entry).to_string(), *entry);
+        }
+    }
+
+    #[test]
+    fn entry_rows_parse_only_in_canonical_form() {
+        // (list, stored value, parses)
+        let cases = [
+            (ListKind::CountryBlock, "fr", true),
+            (ListKind::CountryBlock, "xk", true),
+            (ListKind::CountryBlock, "FR", false),
+            (ListKind::CountryBlock, " fr", false),
+            (ListKind::CountryBlock, "zz", false),
+            (ListKind::CountryBlock, "", false),
+            (ListKind::AsnBlock, "1", true),
+            (ListKind::AsnBlock, "4294967294", true),
+            (ListKind::AsnBlock, "AS64496", false),
+            (ListKind::AsnBlock, "064496", false),
+            (ListKind::AsnBlock, "0", false),
+            (ListKind::AsnBlock, "23456", false),
+            (ListKind::AsnBlock, "4294967295", false),
+            (ListKind::FeedAsnDrop, "64496", true),
+            (ListKind::IpBlock, "10.0.0.0/8", false),
+            (ListKind::IpAsn, "10.0.0.0/8 1 fr", false),
+        ];
+        for (list, value, ok) in cases {
+            let parsed = parse_entry_row(list, value);
+            assert_eq!(parsed.is_some(), ok, "{list} {value:?}: {parsed:?}");
+            if let Some(entry) = parsed {
+                assert_eq!(entry.kind(), list.entry_kind());
+                assert_eq!(entry.to_string(), value);
+            }
+        }
+    }
+
+    #[test]
+    fn list_entry_row_defects_are_reported_with_their_row() {
+        // (list, value, expected substring)
+        let cases = [
+            ("country_block", "FR", "invalid value \"FR\""),
+            ("asn_block", "AS1", "invalid value \"AS1\""),
+            ("feed_asn_drop", "64496", "unknown list \"feed_asn_drop\""),
+            ("nope", "fr", "unknown list \"nope\""),
+        ];
+        for (list, value, want) in cases {
+            let store = Store::open_in_memory().unwrap();
+            store
+                .conn
+                .execute(
+                    "INSERT INTO list_entry (id, list, value) VALUES (4343, ?1, ?2)",
+                    params![list, value],
+                )
+                .unwrap();
+            let err = store.load().expect_err(value).to_string();
+            assert!(err.contains("row 4343"), "{value}: {err}");
+            assert!(err.contains(want), "{value}: {err}");
         }
     }
 

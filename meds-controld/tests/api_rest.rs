@@ -12,7 +12,7 @@ use base64::Engine as _;
 use meds_controld::api::{Credentials, Limits, router};
 use meds_controld::core::Controller;
 use meds_controld::store::DEFAULT_ALLOWLIST;
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Cidr, Entry, ListKind};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -141,7 +141,16 @@ async fn every_route_needs_credentials() {
         Some(format!("Bearer {PASS}")),
         Some("Basic %%%".to_string()),
     ];
-    let routes: [(Method, &str); 9] = [
+    let routes: [(Method, &str); 18] = [
+        (Method::GET, "/v1/blacklist/countries"),
+        (Method::POST, "/v1/blacklist/countries"),
+        (Method::DELETE, "/v1/blacklist/countries"),
+        (Method::GET, "/v1/blacklist/countries/fr"),
+        (Method::GET, "/v1/blacklist/asns"),
+        (Method::POST, "/v1/blacklist/asns"),
+        (Method::DELETE, "/v1/blacklist/asns"),
+        (Method::GET, "/v1/blacklist/asns/AS64496"),
+        (Method::GET, "/v1/check/203.0.113.7"),
         (Method::GET, "/v1/whitelist/subnets"),
         (Method::POST, "/v1/blacklist/subnets"),
         (Method::DELETE, "/v1/whitelist/subnets"),
@@ -161,7 +170,9 @@ async fn every_route_needs_credentials() {
             if let Some(auth) = auth {
                 request = request.header(header::AUTHORIZATION, auth);
             }
-            let body = Body::from(json!({"subnets": ["0.0.0.0/0"]}).to_string());
+            let body = Body::from(
+                json!({"subnets": ["0.0.0.0/0"], "countries": ["fr"], "asns": [64496]}).to_string(),
+            );
             let reply = api.send(request.body(body).unwrap()).await;
             assert_error(&reply, StatusCode::UNAUTHORIZED, "");
             assert_eq!(
@@ -175,10 +186,12 @@ async fn every_route_needs_credentials() {
     }
     // Nothing was added by any unauthenticated POST.
     assert!(api.controller.list(ListKind::IpBlock).is_empty());
+    assert!(api.controller.list(ListKind::CountryBlock).is_empty());
+    assert!(api.controller.list(ListKind::AsnBlock).is_empty());
     assert!(
         !api.controller
             .list(ListKind::IpAllow)
-            .contains(&"0.0.0.0/0".parse().unwrap())
+            .contains(&Entry::Prefix("0.0.0.0/0".parse().unwrap()))
     );
 }
 
@@ -525,6 +538,12 @@ async fn unknown_routes_and_methods_are_json() {
     let not_found = [
         (Method::GET, "/v1/greylist/subnets"),
         (Method::GET, "/v1/whitelist/domains"),
+        (Method::GET, "/v1/whitelist/countries"),
+        (Method::GET, "/v1/whitelist/asns"),
+        (Method::GET, "/v1/countries/subnets"),
+        (Method::GET, "/v1/firehol/subnets"),
+        (Method::POST, "/v1/iplocate/subnets"),
+        (Method::GET, "/v1/check"),
         (Method::POST, "/v2/whitelist/subnets"),
         (Method::GET, "/"),
         (Method::GET, "/metrics"),
@@ -543,6 +562,11 @@ async fn unknown_routes_and_methods_are_json() {
         (Method::POST, "/v1/blacklist/subnets/203.0.113.7"),
         (Method::DELETE, "/v1/blacklist/subnets/203.0.113.7"),
         (Method::POST, "/v1/status"),
+        (Method::PUT, "/v1/blacklist/countries"),
+        (Method::POST, "/v1/blacklist/countries/fr"),
+        (Method::DELETE, "/v1/blacklist/asns/64496"),
+        (Method::PATCH, "/v1/blacklist/asns"),
+        (Method::POST, "/v1/check/203.0.113.7"),
     ];
     for (method, path) in not_allowed {
         let reply = api.call(method.clone(), path, None).await;
@@ -629,7 +653,17 @@ async fn status_reports_generation_and_list_sizes() {
     assert_eq!(s["dataplane_connected"], false);
     assert_eq!(
         s["lists"],
-        json!({"whitelist": DEFAULT_ALLOWLIST.len(), "blacklist": 2})
+        json!({
+            "whitelist": DEFAULT_ALLOWLIST.len(),
+            "blacklist": 2,
+            "firehol": 0,
+            "spamhaus": 0,
+            "feodo": 0,
+            "countries": 0,
+            "asns": 0,
+            "spamhaus_asndrop": 0,
+            "iplocate": 0,
+        })
     );
     assert!(s["controller_version"].is_string());
     assert!(s["controller_uptime_seconds"].is_u64());
@@ -687,4 +721,519 @@ async fn a_change_outliving_the_request_timeout_still_completes() {
     );
     assert_eq!(api.controller.generation(), g0 + 1);
     assert_eq!(api.list("blacklist").await, ["203.0.113.9/32"]);
+}
+
+impl Api {
+    /// A GET that must answer 200; its JSON.
+    async fn get_ok(&self, uri: &str) -> Value {
+        let reply = self.get(uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.json);
+        assert_eq!(
+            reply.headers.get(header::CONTENT_TYPE).unwrap(),
+            "application/json",
+            "{uri}"
+        );
+        reply.json
+    }
+}
+
+#[tokio::test]
+async fn countries_round_trip_lower_case_out() {
+    let api = api();
+    let g0 = api.controller.generation();
+    assert_eq!(
+        api.get_ok("/v1/blacklist/countries").await,
+        json!({"countries": []})
+    );
+
+    let added = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/countries",
+            Some(json!({"countries": ["fr", "DE", "Fr", "xk"]})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::ACCEPTED, "{}", added.json);
+    assert_eq!(
+        added.json,
+        json!({"changed": 3, "generation": g0 + 1, "applied": false})
+    );
+    assert_eq!(
+        api.get_ok("/v1/blacklist/countries").await,
+        json!({"countries": ["de", "fr", "xk"]})
+    );
+
+    // Idempotent.
+    let again = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/countries",
+            Some(json!({"countries": ["DE"]})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        again.json,
+        json!({"changed": 0, "generation": g0 + 1, "applied": false})
+    );
+
+    // The check is case-insensitive; (path segment, found)
+    for (cc, found) in [
+        ("fr", true),
+        ("FR", true),
+        ("De", true),
+        ("xk", true),
+        ("us", false),
+        ("ad", false),
+    ] {
+        assert_eq!(
+            api.get_ok(&format!("/v1/blacklist/countries/{cc}")).await,
+            json!({"found": found}),
+            "{cc}"
+        );
+    }
+
+    // Removing with another case removes the entry (the original kept it in its DB).
+    let removed = api
+        .call(
+            Method::DELETE,
+            "/v1/blacklist/countries",
+            Some(json!({"countries": ["FR", "us"]})),
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::ACCEPTED, "{}", removed.json);
+    assert_eq!(
+        removed.json,
+        json!({"changed": 1, "generation": g0 + 2, "applied": false})
+    );
+    assert_eq!(
+        api.get_ok("/v1/blacklist/countries").await,
+        json!({"countries": ["de", "xk"]})
+    );
+    assert_eq!(
+        api.get_ok("/v1/blacklist/countries/fr").await,
+        json!({"found": false})
+    );
+    // The other lists are untouched.
+    assert!(api.list("blacklist").await.is_empty());
+    assert_eq!(api.get_ok("/v1/blacklist/asns").await, json!({"asns": []}));
+}
+
+#[tokio::test]
+async fn a_bad_country_is_400_naming_it_and_changes_nothing() {
+    let api = api();
+    api.call(
+        Method::POST,
+        "/v1/blacklist/countries",
+        Some(json!({"countries": ["ru"]})),
+    )
+    .await;
+    let g0 = api.controller.generation();
+    // (method, body, message)
+    let cases: [(Method, Value, &str); 9] = [
+        (
+            Method::POST,
+            json!({"countries": ["fr", "zz"]}),
+            r#"countries[1]: "zz" is not an assigned ISO 3166-1 alpha-2 country code"#,
+        ),
+        (
+            Method::POST,
+            json!({"countries": ["fr", "de", "USA"]}),
+            r#"countries[2]: "USA" is not a country code"#,
+        ),
+        (
+            Method::POST,
+            json!({"countries": [""]}),
+            r#"countries[0]: "" is not a country code"#,
+        ),
+        (
+            Method::POST,
+            json!({"countries": ["fr", 33]}),
+            "countries[1]: expected a string, got a number",
+        ),
+        (
+            Method::POST,
+            json!({"countries": "fr"}),
+            "invalid JSON body: invalid type: string",
+        ),
+        (
+            Method::POST,
+            json!({"countries": null}),
+            "invalid JSON body: invalid type: null",
+        ),
+        (Method::POST, json!({}), "missing field `countries`"),
+        (
+            Method::DELETE,
+            json!({"countries": ["ru", "eu"]}),
+            r#"countries[1]: "eu" is not an assigned"#,
+        ),
+        (
+            Method::DELETE,
+            json!({"countries": ["ru"], "subnets": []}),
+            "unknown field `subnets`, expected `countries`",
+        ),
+    ];
+    for (method, body, message) in cases {
+        let reply = api
+            .call(
+                method.clone(),
+                "/v1/blacklist/countries",
+                Some(body.clone()),
+            )
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+        assert_eq!(
+            api.get_ok("/v1/blacklist/countries").await,
+            json!({"countries": ["ru"]}),
+            "{method} {body}"
+        );
+    }
+    assert_eq!(api.controller.generation(), g0);
+    // The exact body for the documented example.
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/countries",
+            Some(json!({"countries": ["fr", "xx"]})),
+        )
+        .await;
+    assert_eq!(
+        reply.json,
+        json!({"error": "countries[1]: \"xx\" is not an assigned ISO 3166-1 alpha-2 country code"})
+    );
+    // A bad check value is a 400 too.
+    for (cc, message) in [
+        ("zz", r#"country: "zz" is not an assigned"#),
+        ("fra", r#"country: "fra" is not a country code"#),
+        ("f1", r#"country: "f1" is not a country code"#),
+        ("%20", "country: \" \" is not a country code"),
+    ] {
+        let reply = api.get(&format!("/v1/blacklist/countries/{cc}")).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+    }
+}
+
+#[tokio::test]
+async fn asns_round_trip_numbers_out() {
+    let api = api();
+    let g0 = api.controller.generation();
+    let added = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/asns",
+            Some(json!({"asns": [64497, "AS64496", "as64497", "4294967294"]})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::ACCEPTED, "{}", added.json);
+    assert_eq!(
+        added.json,
+        json!({"changed": 3, "generation": g0 + 1, "applied": false})
+    );
+    assert_eq!(
+        api.get_ok("/v1/blacklist/asns").await,
+        json!({"asns": [64496, 64497, 4_294_967_294u32]})
+    );
+    for (asn, found) in [
+        ("64496", true),
+        ("AS64496", true),
+        ("as64497", true),
+        ("4294967294", true),
+        ("64498", false),
+        ("AS1", false),
+    ] {
+        assert_eq!(
+            api.get_ok(&format!("/v1/blacklist/asns/{asn}")).await,
+            json!({"found": found}),
+            "{asn}"
+        );
+    }
+    let removed = api
+        .call(
+            Method::DELETE,
+            "/v1/blacklist/asns",
+            Some(json!({"asns": ["AS64496", 64511]})),
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::ACCEPTED, "{}", removed.json);
+    assert_eq!(
+        removed.json,
+        json!({"changed": 1, "generation": g0 + 2, "applied": false})
+    );
+    assert_eq!(
+        api.get_ok("/v1/blacklist/asns").await,
+        json!({"asns": [64497, 4_294_967_294u32]})
+    );
+    assert!(
+        api.get_ok("/v1/blacklist/countries").await["countries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_asn_is_400_naming_it_and_changes_nothing() {
+    let api = api();
+    api.call(
+        Method::POST,
+        "/v1/blacklist/asns",
+        Some(json!({"asns": [64496]})),
+    )
+    .await;
+    let g0 = api.controller.generation();
+    let cases: [(Method, Value, &str); 9] = [
+        (
+            Method::POST,
+            json!({"asns": [64497, 0]}),
+            "asns[1]: AS0 is reserved and never originates traffic",
+        ),
+        (
+            Method::POST,
+            json!({"asns": ["AS23456"]}),
+            "asns[0]: AS23456 is reserved",
+        ),
+        (
+            Method::POST,
+            json!({"asns": [4_294_967_296u64]}),
+            r#"asns[0]: "4294967296" is not an AS number"#,
+        ),
+        (
+            Method::POST,
+            json!({"asns": [1, 2, "ASN3"]}),
+            r#"asns[2]: "ASN3" is not an AS number"#,
+        ),
+        (
+            Method::POST,
+            json!({"asns": [-5]}),
+            "asns[0]: expected a number or a string, got a negative number",
+        ),
+        (
+            Method::POST,
+            json!({"asns": [1.5]}),
+            "asns[0]: expected a number or a string, got a fractional number",
+        ),
+        (
+            Method::POST,
+            json!({"asns": 64497}),
+            "invalid JSON body: invalid type: integer",
+        ),
+        (
+            Method::DELETE,
+            json!({"asns": [64496, true]}),
+            "asns[1]: expected a number or a string, got a boolean",
+        ),
+        (
+            Method::DELETE,
+            json!({"asn": [64496]}),
+            "unknown field `asn`, expected `asns`",
+        ),
+    ];
+    for (method, body, message) in cases {
+        let reply = api
+            .call(method.clone(), "/v1/blacklist/asns", Some(body.clone()))
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+        assert_eq!(
+            api.get_ok("/v1/blacklist/asns").await,
+            json!({"asns": [64496]}),
+            "{method} {body}"
+        );
+    }
+    assert_eq!(api.controller.generation(), g0);
+    for (asn, message) in [
+        ("0", "asn: AS0 is reserved"),
+        ("AS", r#"asn: "AS" is not an AS number"#),
+        ("x", r#"asn: "x" is not an AS number"#),
+        ("-1", r#"asn: "-1" is not an AS number"#),
+    ] {
+        let reply = api.get(&format!("/v1/blacklist/asns/{asn}")).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+    }
+}
+
+#[tokio::test]
+async fn country_and_asn_mutations_need_json_and_respect_the_entry_limit() {
+    let api = api_with(Limits {
+        max_entries: 2,
+        ..Limits::default()
+    });
+    for (path, body) in [
+        ("/v1/blacklist/countries", r#"{"countries":["fr"]}"#),
+        ("/v1/blacklist/asns", r#"{"asns":[64496]}"#),
+    ] {
+        for (content_type, message) in [
+            (None, "missing Content-Type"),
+            (Some("text/plain"), "\"text/plain\" is not supported"),
+        ] {
+            let mut request = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::AUTHORIZATION, basic(USER, PASS));
+            if let Some(ct) = content_type {
+                request = request.header(header::CONTENT_TYPE, ct);
+            }
+            let reply = api
+                .send(request.body(Body::from(body.to_string())).unwrap())
+                .await;
+            assert_error(&reply, StatusCode::BAD_REQUEST, message);
+        }
+        let reply = api.call(Method::POST, path, None).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "missing Content-Type");
+    }
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/blacklist/countries",
+            Some(json!({"countries": ["fr", "de", "nl"]})),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "3 entries in one request: the limit is 2",
+    );
+    let reply = api
+        .call(
+            Method::DELETE,
+            "/v1/blacklist/asns",
+            Some(json!({"asns": [1, 2, 3]})),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "3 entries in one request: the limit is 2",
+    );
+    assert!(api.controller.list(ListKind::CountryBlock).is_empty());
+    assert!(api.controller.list(ListKind::AsnBlock).is_empty());
+}
+
+/// An IP-to-ASN row for `replace_feed`.
+fn ip_asn(prefix: &str, asn: u32, country: &str) -> Entry {
+    Entry::IpAsn(meds_proto::IpAsn {
+        prefix: prefix.parse().unwrap(),
+        asn: (asn != 0).then(|| meds_proto::Asn::new(asn).unwrap()),
+        country: (!country.is_empty())
+            .then(|| meds_proto::CountryCode::from_feed(country).unwrap()),
+    })
+}
+
+fn prefix(s: &str) -> Entry {
+    Entry::Prefix(s.parse().unwrap())
+}
+
+#[tokio::test]
+async fn check_reports_lists_feeds_asn_and_country() {
+    let api = api();
+    let ctl = &api.controller;
+    ctl.replace_feed(
+        ListKind::IpAsn,
+        [
+            ip_asn("203.0.0.0/16", 64496, "fr"),
+            ip_asn("203.0.113.0/24", 64497, "de"),
+            ip_asn("2001:db8::/32", 64500, ""),
+        ]
+        .into_iter()
+        .collect(),
+    )
+    .await
+    .unwrap();
+    ctl.replace_feed(
+        ListKind::FeedFireHol,
+        [prefix("203.0.0.0/16")].into_iter().collect(),
+    )
+    .await
+    .unwrap();
+    ctl.replace_feed(
+        ListKind::FeedSpamhaus,
+        [prefix("203.0.113.0/24"), prefix("203.0.113.0/25")]
+            .into_iter()
+            .collect(),
+    )
+    .await
+    .unwrap();
+    ctl.replace_feed(
+        ListKind::FeedAsnDrop,
+        [Entry::Asn(meds_proto::Asn::new(64497).unwrap())]
+            .into_iter()
+            .collect(),
+    )
+    .await
+    .unwrap();
+    for (path, body) in [
+        ("/v1/blacklist/subnets", json!({"subnets": ["203.0.113.7"]})),
+        ("/v1/blacklist/countries", json!({"countries": ["DE"]})),
+        ("/v1/blacklist/asns", json!({"asns": ["AS64497", 64500]})),
+    ] {
+        let reply = api.call(Method::POST, path, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{path}: {}", reply.json);
+    }
+
+    assert_eq!(
+        api.get_ok("/v1/check/203.0.113.7").await,
+        json!({
+            "ip": "203.0.113.7",
+            "lists": {
+                "blacklist": "203.0.113.7/32",
+                "firehol": "203.0.0.0/16",
+                "spamhaus": "203.0.113.0/25",
+            },
+            "asn": 64497,
+            "country": "de",
+            "network": "203.0.113.0/24",
+            "country_blocked": true,
+            "asn_lists": ["asns", "spamhaus_asndrop"],
+        })
+    );
+    // Outside the /24: the /16 row, country not blocked, ASN on no list.
+    assert_eq!(
+        api.get_ok("/v1/check/203.0.114.1").await,
+        json!({
+            "ip": "203.0.114.1",
+            "lists": {"firehol": "203.0.0.0/16"},
+            "asn": 64496,
+            "country": "fr",
+            "network": "203.0.0.0/16",
+            "country_blocked": false,
+            "asn_lists": [],
+        })
+    );
+    assert_eq!(
+        api.get_ok("/v1/check/2001:DB8::1").await,
+        json!({
+            "ip": "2001:db8::1",
+            "lists": {},
+            "asn": 64500,
+            "country": null,
+            "network": "2001:db8::/32",
+            "country_blocked": false,
+            "asn_lists": ["asns"],
+        })
+    );
+    assert_eq!(
+        api.get_ok("/v1/check/10.9.8.7").await,
+        json!({
+            "ip": "10.9.8.7",
+            "lists": {"whitelist": "10.0.0.0/8"},
+            "asn": null,
+            "country": null,
+            "network": null,
+            "country_blocked": false,
+            "asn_lists": [],
+        })
+    );
+    for (ip, message) in [
+        (
+            "not-an-ip",
+            r#"ip: "not-an-ip" is not a valid IPv4 or IPv6 address"#,
+        ),
+        ("300.1.1.1", r#"ip: "300.1.1.1" is not a valid"#),
+        ("203.0.113.0/24", r#"ip: "203.0.113.0/24" is a prefix"#),
+        ("203.0.113.0%2F24", r#"ip: "203.0.113.0/24" is a prefix"#),
+        ("::ffff:192.0.2.1", "IPv4-mapped IPv6 address"),
+        ("%20", "ip: empty value"),
+    ] {
+        let reply = api.get(&format!("/v1/check/{ip}")).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+    }
 }

@@ -10,7 +10,7 @@ use meds_controld::core::Controller;
 use meds_controld::grpc::{AdminService, SyncService};
 use meds_proto::pb::{self, admin_client::AdminClient, sync_client::SyncClient};
 use meds_proto::sync::Stager;
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Cidr, Entry, ListKind};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::transport::{Channel, Endpoint};
@@ -45,8 +45,8 @@ async fn channel(path: std::path::PathBuf) -> Channel {
         .unwrap()
 }
 
-fn c(s: &str) -> Cidr {
-    s.parse().unwrap()
+fn c(s: &str) -> Entry {
+    Entry::Prefix(s.parse().unwrap())
 }
 
 struct FakeDataplane {
@@ -225,8 +225,8 @@ async fn a_stream_must_start_with_hello() {
 #[tokio::test]
 async fn large_snapshots_arrive_in_bounded_chunks() {
     let ctl = Controller::new_for_tests();
-    let many: Vec<Cidr> = (0..20_000u32)
-        .map(|i| Cidr::host(std::net::IpAddr::V4((0xC633_0000 + i).into())))
+    let many: Vec<Entry> = (0..20_000u32)
+        .map(|i| Entry::Prefix(Cidr::host(std::net::IpAddr::V4((0xC633_0000 + i).into()))))
         .collect();
     ctl.add(ListKind::IpBlock, many.clone(), false)
         .await
@@ -235,4 +235,269 @@ async fn large_snapshots_arrive_in_bounded_chunks() {
     let mut dp = FakeDataplane::connect(channel(path).await).await;
     let snap = dp.next_update().await;
     assert_eq!(snap.lists[&ListKind::IpBlock].add.len(), 20_000);
+}
+
+fn asn(n: u32) -> Entry {
+    Entry::Asn(meds_proto::Asn::new(n).unwrap())
+}
+
+fn ip_asn(prefix: &str, asn: u32, country: &str) -> Entry {
+    Entry::IpAsn(meds_proto::IpAsn {
+        prefix: prefix.parse().unwrap(),
+        asn: (asn != 0).then(|| meds_proto::Asn::new(asn).unwrap()),
+        country: (!country.is_empty())
+            .then(|| meds_proto::CountryCode::from_feed(country).unwrap()),
+    })
+}
+
+#[tokio::test]
+async fn admin_edits_countries_and_asns_and_reports_an_address() {
+    let ctl = Controller::new_for_tests();
+    let (_dir, path) = serve(Arc::clone(&ctl)).await;
+    let mut admin = AdminClient::new(channel(path).await);
+    let modify = |list: pb::ListKind, entries: &[&str]| pb::ModifyEntriesRequest {
+        list: list as i32,
+        entries: entries.iter().map(|s| s.to_string()).collect(),
+        wait_applied: false,
+    };
+    let list = |list: pb::ListKind| pb::ListEntriesRequest { list: list as i32 };
+    let check = |list: pb::ListKind, query: &str| pb::CheckEntryRequest {
+        list: list as i32,
+        query: query.to_string(),
+    };
+
+    let r = admin
+        .add_entries(modify(pb::ListKind::CountryBlock, &["FR", "de", "fr"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changed, 2);
+    let r = admin
+        .add_entries(modify(pb::ListKind::AsnBlock, &["AS64497", "64496"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changed, 2);
+    let entries = |r: pb::ListEntriesResponse| r.entries;
+    assert_eq!(
+        entries(
+            admin
+                .list_entries(list(pb::ListKind::CountryBlock))
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        ["de", "fr"]
+    );
+    assert_eq!(
+        entries(
+            admin
+                .list_entries(list(pb::ListKind::AsnBlock))
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        ["64496", "64497"]
+    );
+    // (list, query, found, matches)
+    let cases = [
+        (pb::ListKind::CountryBlock, "Fr", true, vec!["fr"]),
+        (pb::ListKind::CountryBlock, "us", false, vec![]),
+        (pb::ListKind::AsnBlock, "as64496", true, vec!["64496"]),
+        (pb::ListKind::AsnBlock, "64498", false, vec![]),
+        (pb::ListKind::FeedAsnDrop, "64496", false, vec![]),
+    ];
+    for (kind, query, found, matches) in cases {
+        let r = admin
+            .check_entry(check(kind, query))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (r.found, r.matches),
+            (found, matches.iter().map(|s| s.to_string()).collect()),
+            "{kind:?} {query}"
+        );
+    }
+
+    // Refusals: INVALID_ARGUMENT naming the element, nothing changed.
+    let g = ctl.generation();
+    let refusals = [
+        (
+            admin
+                .add_entries(modify(pb::ListKind::CountryBlock, &["nl", "zz"]))
+                .await,
+            "entries[1]",
+        ),
+        (
+            admin
+                .remove_entries(modify(pb::ListKind::AsnBlock, &["AS0"]))
+                .await,
+            "entries[0]",
+        ),
+        (
+            admin
+                .add_entries(modify(pb::ListKind::FeedFirehol, &["203.0.113.0/24"]))
+                .await,
+            "firehol",
+        ),
+        (
+            admin
+                .add_entries(modify(pb::ListKind::FeedAsnDrop, &["64496"]))
+                .await,
+            "spamhaus_asndrop",
+        ),
+        (
+            admin
+                .add_entries(modify(pb::ListKind::IpAsn, &["203.0.113.0/24"]))
+                .await,
+            "entries[0]",
+        ),
+    ];
+    for (result, needle) in refusals {
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains(needle),
+            "{needle}: {}",
+            err.message()
+        );
+    }
+    let err = admin
+        .check_entry(check(pb::ListKind::CountryBlock, "xx"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(ctl.generation(), g);
+    assert_eq!(ctl.list_len(ListKind::CountryBlock), 2);
+
+    // CheckIp combines everything.
+    ctl.replace_feed(
+        ListKind::IpAsn,
+        [
+            ip_asn("203.0.113.0/24", 64496, "fr"),
+            ip_asn("203.0.0.0/16", 64511, "nl"),
+        ]
+        .into_iter()
+        .collect(),
+    )
+    .await
+    .unwrap();
+    ctl.replace_feed(
+        ListKind::FeedFeodo,
+        [c("203.0.113.7")].into_iter().collect(),
+    )
+    .await
+    .unwrap();
+    ctl.replace_feed(ListKind::FeedAsnDrop, [asn(64496)].into_iter().collect())
+        .await
+        .unwrap();
+    let r = admin
+        .check_ip(pb::CheckIpRequest {
+            ip: " 203.0.113.7 ".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r,
+        pb::CheckIpResponse {
+            ip: "203.0.113.7".into(),
+            lists: vec![pb::ListMatch {
+                list: "feodo".into(),
+                entry: "203.0.113.7/32".into(),
+            }],
+            asn: 64496,
+            country: "fr".into(),
+            network: "203.0.113.0/24".into(),
+            country_blocked: true,
+            asn_lists: vec!["asns".into(), "spamhaus_asndrop".into()],
+        }
+    );
+    let r = admin
+        .check_ip(pb::CheckIpRequest {
+            ip: "192.0.2.1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r,
+        pb::CheckIpResponse {
+            ip: "192.0.2.1".into(),
+            ..Default::default()
+        }
+    );
+    for bad in ["", "not-an-ip", "203.0.113.0/24", "300.1.1.1"] {
+        let err = admin
+            .check_ip(pb::CheckIpRequest { ip: bad.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    }
+
+    // Status reports every list.
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let sizes: Vec<(i32, u64)> = status.lists.iter().map(|s| (s.list, s.entries)).collect();
+    let want: Vec<(i32, u64)> = ListKind::ALL
+        .iter()
+        .map(|k| (k.to_wire() as i32, ctl.list_len(*k) as u64))
+        .collect();
+    assert_eq!(sizes, want);
+    assert_eq!(want.len(), 9);
+}
+
+#[tokio::test]
+async fn feed_replacements_stream_only_the_difference() {
+    let ctl = Controller::new_for_tests();
+    ctl.add(
+        ListKind::CountryBlock,
+        vec![Entry::Country("fr".parse().unwrap())],
+        false,
+    )
+    .await
+    .unwrap();
+    let (_dir, path) = serve(Arc::clone(&ctl)).await;
+    let mut dp = FakeDataplane::connect(channel(path).await).await;
+    let snap = dp.next_update().await;
+    assert!(snap.full);
+    assert_eq!(
+        snap.lists[&ListKind::CountryBlock].add,
+        vec![Entry::Country("fr".parse().unwrap())]
+    );
+    dp.ack(snap.generation).await;
+
+    let base: std::collections::BTreeSet<Entry> = (0..10_000u32)
+        .map(|i| Entry::Prefix(Cidr::host(std::net::IpAddr::V4((0xC633_0000 + i).into()))))
+        .collect();
+    ctl.replace_feed(ListKind::FeedFireHol, base.clone())
+        .await
+        .unwrap();
+    let first = dp.next_update().await;
+    assert!(!first.full);
+    assert_eq!(first.generation, snap.generation + 1);
+    assert_eq!(first.lists[&ListKind::FeedFireHol].add.len(), 10_000);
+
+    // The same feed again publishes nothing; one more row publishes that row only.
+    let same = ctl
+        .replace_feed(ListKind::FeedFireHol, base.clone())
+        .await
+        .unwrap();
+    assert!(same.changed.is_empty());
+    let mut plus = base;
+    plus.insert(c("203.0.113.0/24"));
+    ctl.replace_feed(ListKind::FeedFireHol, plus).await.unwrap();
+    let one = dp.next_update().await;
+    assert_eq!(one.generation, first.generation + 1, "no update in between");
+    assert_eq!(one.lists.len(), 1);
+    assert_eq!(
+        one.lists[&ListKind::FeedFireHol].add,
+        vec![c("203.0.113.0/24")]
+    );
+    assert!(one.lists[&ListKind::FeedFireHol].remove.is_empty());
+    assert_eq!(one.entries(), 1);
 }

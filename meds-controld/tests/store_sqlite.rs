@@ -5,19 +5,33 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use meds_controld::store::{DEFAULT_ALLOWLIST, SCHEMA_VERSION, Store, StoreError};
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Asn, Cidr, CountryCode, Entry, ListKind};
 use rusqlite::Connection;
 
-fn c(s: &str) -> Cidr {
-    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+/// A prefix entry.
+fn c(s: &str) -> Entry {
+    Entry::Prefix(s.parse::<Cidr>().unwrap_or_else(|e| panic!("{s}: {e}")))
 }
 
-fn cs(list: &[&str]) -> Vec<Cidr> {
+fn cs(list: &[&str]) -> Vec<Entry> {
     list.iter().map(|s| c(s)).collect()
 }
 
-fn set(list: &[&str]) -> BTreeSet<Cidr> {
+fn set(list: &[&str]) -> BTreeSet<Entry> {
     list.iter().map(|s| c(s)).collect()
+}
+
+/// A country entry (user input form).
+fn cc(s: &str) -> Entry {
+    Entry::Country(
+        s.parse::<CountryCode>()
+            .unwrap_or_else(|e| panic!("{s}: {e}")),
+    )
+}
+
+/// An ASN entry (user input form).
+fn asn(s: &str) -> Entry {
+    Entry::Asn(s.parse::<Asn>().unwrap_or_else(|e| panic!("{s}: {e}")))
 }
 
 fn db() -> (tempfile::TempDir, PathBuf) {
@@ -111,7 +125,7 @@ fn prefixes_are_stored_masked_and_canonical() {
         ("2001:db8::1", "2001:db8::1/128"),
         ("0.0.0.0/0", "0.0.0.0/0"),
     ];
-    let input: Vec<Cidr> = cases.iter().map(|(i, _)| c(i)).collect();
+    let input: Vec<Entry> = cases.iter().map(|(i, _)| c(i)).collect();
     store.add(ListKind::IpBlock, &input).unwrap();
     let rows: BTreeSet<String> = raw_rows(&path, ListKind::IpBlock).into_iter().collect();
     let want: BTreeSet<String> = cases.iter().map(|(_, w)| w.to_string()).collect();
@@ -390,5 +404,312 @@ fn a_corrupt_row_is_an_error_naming_the_row() {
             );
         }
         other => panic!("expected BadPrefixRow, got {other:?}"),
+    }
+}
+
+/// The raw `value` column of `list_entry` for `list`, in insertion order.
+fn raw_entry_rows(path: &Path, list: ListKind) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT value FROM list_entry WHERE list = ?1 ORDER BY id")
+        .unwrap();
+    stmt.query_map([list.name()], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn countries_and_asns_are_stored_canonical_and_survive_a_restart() {
+    let (_dir, path) = db();
+    let mut store = Store::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    assert!(loaded.lists[&ListKind::CountryBlock].is_empty());
+    assert!(loaded.lists[&ListKind::AsnBlock].is_empty());
+
+    // Upper case in, lower case stored; AS64496 and 64496 are one entry.
+    let added = store
+        .add(
+            ListKind::CountryBlock,
+            &[cc("FR"), cc("de"), cc("fr"), cc("xk")],
+        )
+        .unwrap();
+    assert_eq!(added.changed, vec![cc("de"), cc("fr"), cc("xk")]);
+    assert_eq!(added.generation, 2);
+    let added = store
+        .add(
+            ListKind::AsnBlock,
+            &[asn("AS64496"), asn("64496"), asn("4294967294"), asn("as1")],
+        )
+        .unwrap();
+    assert_eq!(
+        added.changed,
+        vec![asn("1"), asn("64496"), asn("4294967294")]
+    );
+    assert_eq!(added.generation, 3);
+
+    let countries: BTreeSet<String> = raw_entry_rows(&path, ListKind::CountryBlock)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        countries,
+        ["de", "fr", "xk"].map(String::from).into_iter().collect()
+    );
+    let asns: BTreeSet<String> = raw_entry_rows(&path, ListKind::AsnBlock)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        asns,
+        ["1", "64496", "4294967294"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    drop(store);
+
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.generation, 3);
+    assert_eq!(
+        loaded.lists[&ListKind::CountryBlock],
+        [cc("de"), cc("fr"), cc("xk")].into_iter().collect()
+    );
+    assert_eq!(
+        loaded.lists[&ListKind::AsnBlock],
+        [asn("1"), asn("64496"), asn("4294967294")]
+            .into_iter()
+            .collect()
+    );
+    // Prefix lists are untouched by entries of other lists.
+    assert!(loaded.lists[&ListKind::IpBlock].is_empty());
+}
+
+#[test]
+fn country_and_asn_changes_are_idempotent_and_exact() {
+    let mut store = Store::open_in_memory().unwrap();
+    // (list, op, entries, expected changed, expected generation afterwards)
+    type Step = (ListKind, bool, Vec<Entry>, Vec<Entry>, u64);
+    let steps: Vec<Step> = vec![
+        (
+            ListKind::CountryBlock,
+            true,
+            vec![cc("ru"), cc("CN")],
+            vec![cc("cn"), cc("ru")],
+            2,
+        ),
+        // Adding again: no change, no generation.
+        (ListKind::CountryBlock, true, vec![cc("RU")], vec![], 2),
+        // Removing with another case removes the stored entry (upstream kept it in the DB).
+        (
+            ListKind::CountryBlock,
+            false,
+            vec![cc("RU"), cc("fr")],
+            vec![cc("ru")],
+            3,
+        ),
+        (ListKind::CountryBlock, false, vec![cc("ru")], vec![], 3),
+        (
+            ListKind::AsnBlock,
+            true,
+            vec![asn("64496"), asn("AS64497")],
+            vec![asn("64496"), asn("64497")],
+            4,
+        ),
+        (ListKind::AsnBlock, true, vec![asn("as64496")], vec![], 4),
+        (
+            ListKind::AsnBlock,
+            false,
+            vec![asn("AS64497"), asn("64511")],
+            vec![asn("64497")],
+            5,
+        ),
+        (ListKind::AsnBlock, false, vec![], vec![], 5),
+        // The same value in another list is another entry.
+        (ListKind::CountryBlock, true, vec![cc("cn")], vec![], 5),
+    ];
+    for (list, add, entries, changed, generation) in steps {
+        let applied = if add {
+            store.add(list, &entries).unwrap()
+        } else {
+            store.remove(list, &entries).unwrap()
+        };
+        assert_eq!(applied.changed, changed, "{list} add={add} {entries:?}");
+        assert_eq!(
+            applied.generation, generation,
+            "{list} add={add} {entries:?}"
+        );
+    }
+    let loaded = store.load().unwrap();
+    assert_eq!(
+        loaded.lists[&ListKind::CountryBlock],
+        [cc("cn")].into_iter().collect()
+    );
+    assert_eq!(
+        loaded.lists[&ListKind::AsnBlock],
+        [asn("64496")].into_iter().collect()
+    );
+    assert_eq!(loaded.generation, 5);
+}
+
+#[test]
+fn feed_lists_and_wrong_entry_kinds_are_refused_without_a_change() {
+    let mut store = Store::open_in_memory().unwrap();
+    let before = store.load().unwrap();
+    let feeds = [
+        (ListKind::FeedFireHol, c("203.0.113.0/24")),
+        (ListKind::FeedSpamhaus, c("203.0.113.0/24")),
+        (ListKind::FeedFeodo, c("203.0.113.7")),
+        (ListKind::FeedAsnDrop, asn("64496")),
+    ];
+    for (list, entry) in feeds {
+        for add in [true, false] {
+            let result = if add {
+                store.add(list, &[entry])
+            } else {
+                store.remove(list, &[entry])
+            };
+            match result {
+                Err(e @ StoreError::FeedList { .. }) => {
+                    assert!(e.to_string().contains(list.name()), "{e}");
+                }
+                other => panic!("{list}: expected FeedList, got {other:?}"),
+            }
+        }
+    }
+    let wrong = [
+        (ListKind::IpBlock, asn("64496")),
+        (ListKind::IpAllow, cc("fr")),
+        (ListKind::CountryBlock, c("203.0.113.7")),
+        (ListKind::CountryBlock, asn("64496")),
+        (ListKind::AsnBlock, cc("fr")),
+    ];
+    for (list, entry) in wrong {
+        // A good entry first: the whole call is refused, not just the bad entry.
+        let good = match list.entry_kind() {
+            meds_proto::EntryKind::Prefix => c("198.51.100.0/24"),
+            meds_proto::EntryKind::Country => cc("de"),
+            _ => asn("64511"),
+        };
+        match store.add(list, &[good, entry]) {
+            Err(StoreError::WrongEntry {
+                list: l,
+                expected,
+                found,
+            }) => {
+                assert_eq!(l, list);
+                assert_eq!(expected, list.entry_kind());
+                assert_eq!(found, entry.kind());
+            }
+            other => panic!("{list} {entry:?}: expected WrongEntry, got {other:?}"),
+        }
+    }
+    assert_eq!(store.load().unwrap(), before);
+}
+
+#[test]
+fn bump_generation_is_durable_and_touches_no_list() {
+    let (_dir, path) = db();
+    let mut store = Store::open(&path).unwrap();
+    let before = store.load().unwrap();
+    assert_eq!(store.bump_generation().unwrap(), 2);
+    assert_eq!(store.bump_generation().unwrap(), 3);
+    // A user change continues from the bumped generation.
+    let applied = store.add(ListKind::AsnBlock, &[asn("64496")]).unwrap();
+    assert_eq!(applied.generation, 4);
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.generation, 4);
+    assert_eq!(
+        loaded.lists[&ListKind::IpAllow],
+        before.lists[&ListKind::IpAllow]
+    );
+    assert_eq!(store.bump_generation().unwrap(), 5);
+
+    // A missing generation row is an error, not a silent 0.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("DELETE FROM meta WHERE key = 'generation'", [])
+        .unwrap();
+    drop(conn);
+    assert!(matches!(
+        store.bump_generation(),
+        Err(StoreError::MissingGeneration { .. })
+    ));
+}
+
+#[test]
+fn a_schema_1_database_is_migrated_keeping_its_prefixes() {
+    let (_dir, path) = db();
+    // What a build with schema version 1 wrote (a fixture: migration 1 must never change).
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE meta (
+             key   TEXT PRIMARY KEY NOT NULL,
+             value INTEGER NOT NULL
+         ) STRICT;
+         CREATE TABLE ip_prefix (
+             id         INTEGER PRIMARY KEY,
+             list       TEXT NOT NULL,
+             prefix     TEXT NOT NULL,
+             family     INTEGER NOT NULL CHECK (family IN (4, 6)),
+             prefix_len INTEGER NOT NULL CHECK (prefix_len BETWEEN 0 AND 128),
+             created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+             UNIQUE (list, prefix)
+         ) STRICT;
+         INSERT INTO meta (key, value) VALUES ('generation', 7);
+         INSERT INTO ip_prefix (list, prefix, family, prefix_len)
+             VALUES ('ip_block', '203.0.113.0/24', 4, 24), ('ip_allow', '10.0.0.0/8', 4, 8);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut store = Store::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.generation, 7);
+    assert_eq!(loaded.lists[&ListKind::IpBlock], set(&["203.0.113.0/24"]));
+    assert_eq!(loaded.lists[&ListKind::IpAllow], set(&["10.0.0.0/8"]));
+    assert!(loaded.lists[&ListKind::CountryBlock].is_empty());
+    assert!(loaded.lists[&ListKind::AsnBlock].is_empty());
+    // The new table works.
+    let applied = store.add(ListKind::CountryBlock, &[cc("fr")]).unwrap();
+    assert_eq!(applied.changed, vec![cc("fr")]);
+    assert_eq!(applied.generation, 8);
+    let conn = Connection::open(&path).unwrap();
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_corrupt_country_or_asn_row_is_an_error_naming_the_row() {
+    // (list, value, expected error kind)
+    let cases = [
+        ("country_block", "FR", "invalid value"),
+        ("country_block", "zz", "invalid value"),
+        ("country_block", "fra", "invalid value"),
+        ("asn_block", "AS64496", "invalid value"),
+        ("asn_block", "0", "invalid value"),
+        ("asn_block", "064496", "invalid value"),
+        ("asn_block", "fr", "invalid value"),
+        ("feed_asn_drop", "64496", "unknown list"),
+        ("ip_block", "64496", "invalid value"),
+        ("asn_nope", "64496", "unknown list"),
+    ];
+    for (list, value, want) in cases {
+        let (_dir, path) = db();
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO list_entry (id, list, value) VALUES (888, ?1, ?2)",
+            [list, value],
+        )
+        .unwrap();
+        drop(conn);
+        let err = Store::open(&path).unwrap().load().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("row 888"), "{list}/{value}: {text}");
+        assert!(text.contains(want), "{list}/{value}: {text}");
+        assert!(text.contains("meds.db"), "{list}/{value}: {text}");
     }
 }

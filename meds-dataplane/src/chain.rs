@@ -1,15 +1,37 @@
 //! The filter chain: an immutable [`RuleSet`] and the [`Decision`] it takes for one packet.
 //!
-//! Order (compatible with the original Meds): the allowlist first (hit → accept, `ip` /
-//! `WhiteList`), then the blocklist (hit → drop, `ip` / `BlackList`), otherwise accept
-//! (`empty` / `default`). Both lists match the packet's **source** address. A packet without a
-//! readable source address never reaches the lists: it gets the configured
-//! [`UnparsableVerdict`] with `empty` / `unparsable`.
+//! Order (compatible with the original Meds), every list matching the packet's **source**:
 //!
-//! A `RuleSet` is built off the hot path (by the sync client) and swapped in atomically; the
-//! packet threads only read it. Nothing here allocates, locks, logs or does I/O.
+//! | # | list ([`ListKind`]) | on a match | filter / reason |
+//! |---|---|---|---|
+//! | 1 | allowlist (`IpAllow`) | accept, ends the chain | `ip` / `WhiteList` |
+//! | 2 | user blocklist (`IpBlock`) | drop | `ip` / `BlackList` |
+//! | 3 | FireHOL level1 (`FeedFireHol`) | drop | `ip` / `FireHOL` |
+//! | 4 | Spamhaus DROP (`FeedSpamhaus`) | drop | `ip` / `Spamhaus` |
+//! | 5 | abuse.ch Feodo (`FeedFeodo`) | drop | `ip` / `Abuse` |
+//! | 6 | country of the source in the country blocklist (`CountryBlock`) | drop | `geo` / `IPLocate` |
+//! | 7 | ASN of the source in Spamhaus ASN-DROP (`FeedAsnDrop`) | drop | `asn` / `Spamhaus` |
+//! | 8 | ASN of the source in the user ASN blocklist (`AsnBlock`) | drop | `asn` / `BlackList` |
+//! | – | nothing matched | accept | `empty` / `default` |
+//!
+//! The source's country and ASN come from the IP-to-ASN table (`IpAsn`, longest-prefix match),
+//! looked up at most once per packet and only when a country or ASN list is non-empty. An
+//! address the table does not know passes steps 6–8. A packet without a readable source
+//! address never reaches the lists: it gets the configured [`UnparsableVerdict`] with `empty` /
+//! `unparsable`.
+//!
+//! A `RuleSet` is a bundle of `Arc`ed per-list components: [`RuleSet::with_list`] rebuilds one
+//! component and shares the others, so a one-address blocklist change leaves the 600k-row
+//! IP-to-ASN table untouched. Rule sets are built off the hot path (by the sync client) and
+//! swapped in atomically; the packet threads only read them. Nothing on the evaluation path
+//! allocates, locks, logs or does I/O.
 
-use crate::lists::IpSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use meds_proto::{Entry, ListKind};
+
+use crate::lists::{AsnSet, AsnTable, CountrySet, IpSet};
 use crate::packet::{self, PacketMeta};
 
 /// What the kernel is told to do with a packet.
@@ -37,24 +59,32 @@ impl Verdict {
     }
 }
 
-/// Which filter took the decision.
+/// Which filter took the decision. Labels keep the original's spelling. New filters (rate,
+/// domain, ja3) are added as variants here and in [`Filter::ALL`]; the counters size
+/// themselves from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Filter {
     /// No filter matched (or the packet could not be read).
     Empty,
-    /// The IP allow/block lists.
+    /// The IP lists: allowlist, user blocklist, FireHOL, Spamhaus DROP, Feodo.
     Ip,
+    /// The country blocklist.
+    Geo,
+    /// The ASN lists: Spamhaus ASN-DROP, user ASN blocklist.
+    Asn,
 }
 
 impl Filter {
     /// Every filter, in index order.
-    pub const ALL: [Filter; 2] = [Filter::Empty, Filter::Ip];
+    pub const ALL: [Filter; 4] = [Filter::Empty, Filter::Ip, Filter::Geo, Filter::Asn];
 
     /// Metric / status label.
     pub fn label(self) -> &'static str {
         match self {
             Filter::Empty => "empty",
             Filter::Ip => "ip",
+            Filter::Geo => "geo",
+            Filter::Asn => "asn",
         }
     }
 
@@ -64,22 +94,31 @@ impl Filter {
     }
 }
 
-/// Why the filter decided as it did. Labels keep the original's spelling.
+/// Why the filter decided as it did. Labels keep the original's spelling (`reason` is the
+/// list's name; `Spamhaus` and `BlackList` occur under two filters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     Default,
     Unparsable,
     WhiteList,
     BlackList,
+    FireHol,
+    Spamhaus,
+    Abuse,
+    IpLocate,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Default,
         Reason::Unparsable,
         Reason::WhiteList,
         Reason::BlackList,
+        Reason::FireHol,
+        Reason::Spamhaus,
+        Reason::Abuse,
+        Reason::IpLocate,
     ];
 
     /// Metric / status label.
@@ -89,6 +128,10 @@ impl Reason {
             Reason::Unparsable => "unparsable",
             Reason::WhiteList => "WhiteList",
             Reason::BlackList => "BlackList",
+            Reason::FireHol => "FireHOL",
+            Reason::Spamhaus => "Spamhaus",
+            Reason::Abuse => "Abuse",
+            Reason::IpLocate => "IPLocate",
         }
     }
 
@@ -107,6 +150,14 @@ pub struct Decision {
 }
 
 impl Decision {
+    const fn drop(filter: Filter, reason: Reason) -> Decision {
+        Decision {
+            verdict: Verdict::Drop,
+            filter,
+            reason,
+        }
+    }
+
     /// Nothing matched.
     pub const DEFAULT: Decision = Decision {
         verdict: Verdict::Accept,
@@ -119,12 +170,20 @@ impl Decision {
         filter: Filter::Ip,
         reason: Reason::WhiteList,
     };
-    /// Source in the blocklist (and not in the allowlist).
-    pub const BLACKLISTED: Decision = Decision {
-        verdict: Verdict::Drop,
-        filter: Filter::Ip,
-        reason: Reason::BlackList,
-    };
+    /// Source in the user blocklist.
+    pub const BLACKLISTED: Decision = Decision::drop(Filter::Ip, Reason::BlackList);
+    /// Source in FireHOL level1.
+    pub const FIREHOL: Decision = Decision::drop(Filter::Ip, Reason::FireHol);
+    /// Source in Spamhaus DROP.
+    pub const SPAMHAUS: Decision = Decision::drop(Filter::Ip, Reason::Spamhaus);
+    /// Source in the abuse.ch Feodo Tracker list.
+    pub const FEODO: Decision = Decision::drop(Filter::Ip, Reason::Abuse);
+    /// Source's country in the country blocklist.
+    pub const COUNTRY: Decision = Decision::drop(Filter::Geo, Reason::IpLocate);
+    /// Source's ASN in Spamhaus ASN-DROP.
+    pub const ASN_DROP: Decision = Decision::drop(Filter::Asn, Reason::Spamhaus);
+    /// Source's ASN in the user ASN blocklist.
+    pub const ASN_BLACKLISTED: Decision = Decision::drop(Filter::Asn, Reason::BlackList);
 
     /// The decision for a packet without a readable source address.
     pub fn unparsable(policy: UnparsableVerdict) -> Decision {
@@ -133,6 +192,22 @@ impl Decision {
             filter: Filter::Empty,
             reason: Reason::Unparsable,
         }
+    }
+
+    /// The decision a match in `list` gives; `None` for the IP-to-ASN table, which only
+    /// informs the country and ASN lists.
+    pub fn on_match(list: ListKind) -> Option<Decision> {
+        Some(match list {
+            ListKind::IpAllow => Decision::WHITELISTED,
+            ListKind::IpBlock => Decision::BLACKLISTED,
+            ListKind::FeedFireHol => Decision::FIREHOL,
+            ListKind::FeedSpamhaus => Decision::SPAMHAUS,
+            ListKind::FeedFeodo => Decision::FEODO,
+            ListKind::CountryBlock => Decision::COUNTRY,
+            ListKind::FeedAsnDrop => Decision::ASN_DROP,
+            ListKind::AsnBlock => Decision::ASN_BLACKLISTED,
+            ListKind::IpAsn => return None,
+        })
     }
 }
 
@@ -153,12 +228,22 @@ impl UnparsableVerdict {
     }
 }
 
-/// An immutable rule set: the lists of one controller generation. `Send + Sync`.
-#[derive(Debug, Default)]
+/// An immutable rule set: the lists of one controller generation, each compiled into its
+/// lookup structure behind an `Arc`. `Send + Sync`; cloning shares every component.
+#[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     generation: u64,
-    allow: IpSet,
-    block: IpSet,
+    allow: Arc<IpSet>,
+    block: Arc<IpSet>,
+    firehol: Arc<IpSet>,
+    spamhaus: Arc<IpSet>,
+    feodo: Arc<IpSet>,
+    countries: Arc<CountrySet>,
+    asn_block: Arc<AsnSet>,
+    asn_drop: Arc<AsnSet>,
+    asn_table: Arc<AsnTable>,
+    /// Steps 6–8 can match: the table and a country or ASN list are non-empty.
+    origin_stage: bool,
 }
 
 impl RuleSet {
@@ -167,12 +252,58 @@ impl RuleSet {
         RuleSet::default()
     }
 
-    pub fn new(generation: u64, allow: IpSet, block: IpSet) -> RuleSet {
-        RuleSet {
-            generation,
-            allow,
-            block,
+    /// The same components under another generation.
+    pub fn with_generation(mut self, generation: u64) -> RuleSet {
+        self.generation = generation;
+        self
+    }
+
+    /// Rebuild the component of `list` from `entries`; every other component is shared.
+    /// Entries of a kind the list does not hold are ignored (the sync stager refuses them).
+    /// CPU-bound for large lists: never call it on the packet path.
+    pub fn with_list<'a, I>(mut self, list: ListKind, entries: I) -> RuleSet
+    where
+        I: IntoIterator<Item = &'a Entry>,
+    {
+        let entries = entries.into_iter();
+        let prefixes = |entries: I::IntoIter| {
+            Arc::new(IpSet::from_prefixes(entries.filter_map(|e| match e {
+                Entry::Prefix(c) => Some(*c),
+                _ => None,
+            })))
+        };
+        let asns = |entries: I::IntoIter| {
+            Arc::new(AsnSet::from_asns(entries.filter_map(|e| match e {
+                Entry::Asn(a) => Some(*a),
+                _ => None,
+            })))
+        };
+        match list {
+            ListKind::IpAllow => self.allow = prefixes(entries),
+            ListKind::IpBlock => self.block = prefixes(entries),
+            ListKind::FeedFireHol => self.firehol = prefixes(entries),
+            ListKind::FeedSpamhaus => self.spamhaus = prefixes(entries),
+            ListKind::FeedFeodo => self.feodo = prefixes(entries),
+            ListKind::CountryBlock => {
+                self.countries =
+                    Arc::new(CountrySet::from_codes(entries.filter_map(|e| match e {
+                        Entry::Country(c) => Some(*c),
+                        _ => None,
+                    })));
+            }
+            ListKind::AsnBlock => self.asn_block = asns(entries),
+            ListKind::FeedAsnDrop => self.asn_drop = asns(entries),
+            ListKind::IpAsn => {
+                self.asn_table = Arc::new(AsnTable::from_rows(entries.filter_map(|e| match e {
+                    Entry::IpAsn(row) => Some(row),
+                    _ => None,
+                })));
+            }
         }
+        let origin_lists =
+            !(self.countries.is_empty() && self.asn_block.is_empty() && self.asn_drop.is_empty());
+        self.origin_stage = origin_lists && !self.asn_table.is_empty();
+        self
     }
 
     /// The controller generation these lists come from.
@@ -181,31 +312,129 @@ impl RuleSet {
     }
 
     /// The allowlist ("whitelist").
-    pub fn allow(&self) -> &IpSet {
+    pub fn allow(&self) -> &Arc<IpSet> {
         &self.allow
     }
 
-    /// The blocklist ("blacklist").
-    pub fn block(&self) -> &IpSet {
+    /// The user blocklist ("blacklist").
+    pub fn block(&self) -> &Arc<IpSet> {
         &self.block
     }
 
-    /// Run the chain for a parsed packet.
-    pub fn evaluate(&self, packet: &PacketMeta) -> Decision {
-        if self.allow.contains(packet.src) {
-            Decision::WHITELISTED
-        } else if self.block.contains(packet.src) {
-            Decision::BLACKLISTED
-        } else {
-            Decision::DEFAULT
+    pub fn firehol(&self) -> &Arc<IpSet> {
+        &self.firehol
+    }
+
+    pub fn spamhaus(&self) -> &Arc<IpSet> {
+        &self.spamhaus
+    }
+
+    pub fn feodo(&self) -> &Arc<IpSet> {
+        &self.feodo
+    }
+
+    /// The country blocklist.
+    pub fn countries(&self) -> &Arc<CountrySet> {
+        &self.countries
+    }
+
+    /// The user ASN blocklist.
+    pub fn asn_block(&self) -> &Arc<AsnSet> {
+        &self.asn_block
+    }
+
+    /// Spamhaus ASN-DROP.
+    pub fn asn_drop(&self) -> &Arc<AsnSet> {
+        &self.asn_drop
+    }
+
+    /// The IP-to-ASN-and-country table.
+    pub fn asn_table(&self) -> &Arc<AsnTable> {
+        &self.asn_table
+    }
+
+    /// Entries in the component of `list` (rows for the IP-to-ASN table).
+    pub fn list_len(&self, list: ListKind) -> usize {
+        match list {
+            ListKind::IpAllow => self.allow.len(),
+            ListKind::IpBlock => self.block.len(),
+            ListKind::FeedFireHol => self.firehol.len(),
+            ListKind::FeedSpamhaus => self.spamhaus.len(),
+            ListKind::FeedFeodo => self.feodo.len(),
+            ListKind::CountryBlock => self.countries.len(),
+            ListKind::AsnBlock => self.asn_block.len(),
+            ListKind::FeedAsnDrop => self.asn_drop.len(),
+            ListKind::IpAsn => self.asn_table.len(),
         }
+    }
+
+    /// True when both rule sets use the very same component for `list` (not merely equal
+    /// contents): what an incremental rebuild leaves alone.
+    pub fn shares_list(&self, other: &RuleSet, list: ListKind) -> bool {
+        match list {
+            ListKind::IpAllow => Arc::ptr_eq(&self.allow, &other.allow),
+            ListKind::IpBlock => Arc::ptr_eq(&self.block, &other.block),
+            ListKind::FeedFireHol => Arc::ptr_eq(&self.firehol, &other.firehol),
+            ListKind::FeedSpamhaus => Arc::ptr_eq(&self.spamhaus, &other.spamhaus),
+            ListKind::FeedFeodo => Arc::ptr_eq(&self.feodo, &other.feodo),
+            ListKind::CountryBlock => Arc::ptr_eq(&self.countries, &other.countries),
+            ListKind::AsnBlock => Arc::ptr_eq(&self.asn_block, &other.asn_block),
+            ListKind::FeedAsnDrop => Arc::ptr_eq(&self.asn_drop, &other.asn_drop),
+            ListKind::IpAsn => Arc::ptr_eq(&self.asn_table, &other.asn_table),
+        }
+    }
+
+    /// Run the chain for a parsed packet.
+    #[inline]
+    pub fn evaluate(&self, packet: &PacketMeta) -> Decision {
+        self.evaluate_source(packet.src)
+    }
+
+    /// Run the chain for a source address.
+    #[inline]
+    pub fn evaluate_source(&self, src: IpAddr) -> Decision {
+        if self.allow.contains(src) {
+            return Decision::WHITELISTED;
+        }
+        if self.block.contains(src) {
+            return Decision::BLACKLISTED;
+        }
+        if self.firehol.contains(src) {
+            return Decision::FIREHOL;
+        }
+        if self.spamhaus.contains(src) {
+            return Decision::SPAMHAUS;
+        }
+        if self.feodo.contains(src) {
+            return Decision::FEODO;
+        }
+        if self.origin_stage
+            && let Some(origin) = self.asn_table.lookup(src)
+        {
+            if let Some(country) = origin.country
+                && self.countries.contains(country)
+            {
+                return Decision::COUNTRY;
+            }
+            if let Some(asn) = origin.asn {
+                if self.asn_drop.contains(asn) {
+                    return Decision::ASN_DROP;
+                }
+                if self.asn_block.contains(asn) {
+                    return Decision::ASN_BLACKLISTED;
+                }
+            }
+        }
+        Decision::DEFAULT
     }
 }
 
-/// Parse a raw IP packet and run the chain; a packet without a source address gets the
-/// `unparsable` policy.
+/// Read a raw IP packet's source and run the chain; a packet without a source address gets
+/// the `unparsable` policy. Only the fixed IP header is read ([`packet::parse_header`]): every
+/// filter of the chain matches on the source address.
+#[inline]
 pub fn decide(rules: &RuleSet, packet: &[u8], unparsable: UnparsableVerdict) -> Decision {
-    match packet::parse(packet) {
+    match packet::parse_header(packet) {
         Ok(meta) => rules.evaluate(&meta),
         Err(_) => Decision::unparsable(unparsable),
     }
@@ -215,11 +444,53 @@ pub fn decide(rules: &RuleSet, packet: &[u8], unparsable: UnparsableVerdict) -> 
 mod tests {
     use super::*;
     use crate::packet::tests::{A4, A6, B4, B6, TCP, UDP, tcp, udp, v4, v6};
-    use meds_proto::Cidr;
+    use meds_proto::{Asn, Cidr, CountryCode, IpAsn};
     use proptest::prelude::*;
 
-    fn ipset(prefixes: &[&str]) -> IpSet {
-        IpSet::from_prefixes(prefixes.iter().map(|p| p.parse::<Cidr>().unwrap()))
+    fn prefix(s: &str) -> Entry {
+        Entry::Prefix(s.parse::<Cidr>().unwrap())
+    }
+
+    fn prefixes(list: &[&str]) -> Vec<Entry> {
+        list.iter().map(|s| prefix(s)).collect()
+    }
+
+    fn asn(n: u32) -> Entry {
+        Entry::Asn(Asn::new(n).unwrap())
+    }
+
+    fn country(code: &str) -> Entry {
+        Entry::Country(code.parse::<CountryCode>().unwrap())
+    }
+
+    fn row(net: &str, asn_n: u32, cc: &str) -> Entry {
+        Entry::IpAsn(IpAsn {
+            prefix: net.parse().unwrap(),
+            asn: Asn::new(asn_n).ok(),
+            country: CountryCode::from_feed(cc).ok(),
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn rules_from(generation: u64, lists: &[(ListKind, Vec<Entry>)]) -> RuleSet {
+        lists
+            .iter()
+            .fold(RuleSet::empty().with_generation(generation), |r, (k, e)| {
+                r.with_list(*k, e)
+            })
+    }
+
+    fn ip_lists(allow: &[&str], block: &[&str]) -> RuleSet {
+        rules_from(
+            1,
+            &[
+                (ListKind::IpAllow, prefixes(allow)),
+                (ListKind::IpBlock, prefixes(block)),
+            ],
+        )
     }
 
     #[test]
@@ -227,9 +498,21 @@ mod tests {
         let verdicts: Vec<_> = Verdict::ALL.iter().map(|v| v.label()).collect();
         assert_eq!(verdicts, ["accept", "drop"]);
         let filters: Vec<_> = Filter::ALL.iter().map(|f| f.label()).collect();
-        assert_eq!(filters, ["empty", "ip"]);
+        assert_eq!(filters, ["empty", "ip", "geo", "asn"]);
         let reasons: Vec<_> = Reason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(reasons, ["default", "unparsable", "WhiteList", "BlackList"]);
+        assert_eq!(
+            reasons,
+            [
+                "default",
+                "unparsable",
+                "WhiteList",
+                "BlackList",
+                "FireHOL",
+                "Spamhaus",
+                "Abuse",
+                "IPLocate"
+            ]
+        );
         for (i, v) in Verdict::ALL.iter().enumerate() {
             assert_eq!(v.index(), i);
         }
@@ -242,21 +525,296 @@ mod tests {
     }
 
     #[test]
+    fn decision_of_each_list() {
+        let label = |d: Decision| {
+            format!(
+                "{}/{}/{}",
+                d.verdict.label(),
+                d.filter.label(),
+                d.reason.label()
+            )
+        };
+        let want = [
+            (ListKind::IpAllow, Some("accept/ip/WhiteList")),
+            (ListKind::IpBlock, Some("drop/ip/BlackList")),
+            (ListKind::FeedFireHol, Some("drop/ip/FireHOL")),
+            (ListKind::FeedSpamhaus, Some("drop/ip/Spamhaus")),
+            (ListKind::FeedFeodo, Some("drop/ip/Abuse")),
+            (ListKind::CountryBlock, Some("drop/geo/IPLocate")),
+            (ListKind::AsnBlock, Some("drop/asn/BlackList")),
+            (ListKind::FeedAsnDrop, Some("drop/asn/Spamhaus")),
+            (ListKind::IpAsn, None),
+        ];
+        for (kind, label_want) in want {
+            assert_eq!(
+                Decision::on_match(kind).map(label).as_deref(),
+                label_want,
+                "{kind}"
+            );
+        }
+        assert_eq!(label(Decision::DEFAULT), "accept/empty/default");
+        assert_eq!(
+            label(Decision::unparsable(UnparsableVerdict::Drop)),
+            "drop/empty/unparsable"
+        );
+    }
+
+    #[test]
     fn is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<RuleSet>();
     }
 
+    /// Every list filled, IPv4 and IPv6, with overlaps that exercise the order.
+    fn full_rules() -> RuleSet {
+        rules_from(
+            9,
+            &[
+                (
+                    ListKind::IpAllow,
+                    prefixes(&[
+                        "203.0.113.7",
+                        "8.8.8.8",
+                        "100.64.0.1",
+                        "2001:db8::7",
+                        "2001:db8:100::1",
+                    ]),
+                ),
+                (
+                    ListKind::IpBlock,
+                    prefixes(&[
+                        "203.0.113.0/24",
+                        "198.51.100.128/25",
+                        "100.65.1.0/24",
+                        "2001:db8::/48",
+                    ]),
+                ),
+                (
+                    ListKind::FeedFireHol,
+                    prefixes(&["198.51.100.0/24", "100.64.2.0/24", "2001:db8:f::/48"]),
+                ),
+                (
+                    ListKind::FeedSpamhaus,
+                    prefixes(&["192.0.2.0/25", "198.51.100.0/23", "2001:db8:5::/48"]),
+                ),
+                (
+                    ListKind::FeedFeodo,
+                    prefixes(&["8.8.8.8", "192.0.2.0/24", "2001:db8:fe::1"]),
+                ),
+                (ListKind::CountryBlock, vec![country("ru"), country("kp")]),
+                (ListKind::FeedAsnDrop, vec![asn(64497)]),
+                (ListKind::AsnBlock, vec![asn(64497), asn(64498)]),
+                (
+                    ListKind::IpAsn,
+                    vec![
+                        row("100.64.0.0/16", 64496, "ru"),
+                        row("100.65.0.0/16", 64497, "de"),
+                        row("100.66.0.0/16", 64498, "de"),
+                        row("100.67.0.0/16", 64499, "de"),
+                        row("100.68.0.0/16", 0, "kp"),
+                        row("100.69.0.0/16", 64497, ""),
+                        row("100.70.0.0/16", 64497, "ru"),
+                        row("100.71.0.0/16", 0, "de"),
+                        row("100.67.128.0/17", 64498, "ru"),
+                        row("2001:db8:100::/48", 64496, "ru"),
+                        row("2001:db8:101::/48", 64497, "de"),
+                        row("2001:db8:102::/48", 64498, "de"),
+                        row("2001:db8:103::/48", 64499, "de"),
+                    ],
+                ),
+            ],
+        )
+    }
+
     #[test]
-    fn chain_order() {
-        let rules = RuleSet::new(
-            7,
-            ipset(&["203.0.113.7/32", "2001:db8::7/128"]),
-            ipset(&["203.0.113.0/24", "2001:db8::/32"]),
+    fn chain_order_and_labels() {
+        use Decision as D;
+        let rules = full_rules();
+        assert_eq!(rules.generation(), 9);
+        let cases: &[(&str, &str, Decision)] = &[
+            // allowlist beats every list, feeds included (a Feodo list once held 8.8.8.8)
+            ("allow beats Feodo", "8.8.8.8", D::WHITELISTED),
+            ("allow beats blocklist", "203.0.113.7", D::WHITELISTED),
+            ("allow beats country", "100.64.0.1", D::WHITELISTED),
+            ("allow v6", "2001:db8::7", D::WHITELISTED),
+            ("allow v6 beats country", "2001:db8:100::1", D::WHITELISTED),
+            ("Feodo neighbour of 8.8.8.8", "8.8.8.9", D::DEFAULT),
+            // user blocklist, both edges
+            ("block first", "203.0.113.0", D::BLACKLISTED),
+            ("block last", "203.0.113.255", D::BLACKLISTED),
+            ("block v6 first", "2001:db8::", D::BLACKLISTED),
+            (
+                "block v6 last",
+                "2001:db8:0:ffff:ffff:ffff:ffff:ffff",
+                D::BLACKLISTED,
+            ),
+            ("below block", "203.0.112.255", D::DEFAULT),
+            ("above block", "203.0.114.0", D::DEFAULT),
+            // user blocklist before the feeds (also in FireHOL and Spamhaus)
+            ("block before FireHOL", "198.51.100.128", D::BLACKLISTED),
+            (
+                "block before FireHOL, last",
+                "198.51.100.255",
+                D::BLACKLISTED,
+            ),
+            // user blocklist before ASN-DROP
+            ("block before ASN-DROP", "100.65.1.1", D::BLACKLISTED),
+            // FireHOL, before Spamhaus
+            ("FireHOL first", "198.51.100.0", D::FIREHOL),
+            ("FireHOL last before block", "198.51.100.127", D::FIREHOL),
+            ("FireHOL v6 first", "2001:db8:f::", D::FIREHOL),
+            (
+                "FireHOL v6 last",
+                "2001:db8:f:ffff:ffff:ffff:ffff:ffff",
+                D::FIREHOL,
+            ),
+            // FireHOL before country
+            ("FireHOL before country", "100.64.2.9", D::FIREHOL),
+            // Spamhaus, before Feodo
+            ("Spamhaus after FireHOL", "198.51.101.0", D::SPAMHAUS),
+            ("Spamhaus last", "198.51.101.255", D::SPAMHAUS),
+            ("Spamhaus before Feodo", "192.0.2.0", D::SPAMHAUS),
+            ("Spamhaus before Feodo, last", "192.0.2.127", D::SPAMHAUS),
+            ("Spamhaus v6", "2001:db8:5::1", D::SPAMHAUS),
+            ("after Spamhaus", "198.51.102.0", D::DEFAULT),
+            // Feodo
+            ("Feodo first", "192.0.2.128", D::FEODO),
+            ("Feodo last", "192.0.2.255", D::FEODO),
+            ("Feodo v6", "2001:db8:fe::1", D::FEODO),
+            ("Feodo v6 neighbour", "2001:db8:fe::2", D::DEFAULT),
+            // country of the source
+            ("country first", "100.64.0.0", D::COUNTRY),
+            ("country last", "100.64.255.255", D::COUNTRY),
+            ("country without ASN", "100.68.0.0", D::COUNTRY),
+            ("country before ASN-DROP", "100.70.3.4", D::COUNTRY),
+            ("country v6 first", "2001:db8:100::", D::COUNTRY),
+            (
+                "country v6 last",
+                "2001:db8:100:ffff:ffff:ffff:ffff:ffff",
+                D::COUNTRY,
+            ),
+            // a more specific row changes the country (longest prefix match)
+            ("specific row: ru", "100.67.128.0", D::COUNTRY),
+            ("specific row: ru, last", "100.67.255.255", D::COUNTRY),
+            ("wider row: de", "100.67.127.255", D::DEFAULT),
+            // ASN-DROP before the user ASN blocklist (64497 is in both)
+            ("ASN-DROP first", "100.65.0.0", D::ASN_DROP),
+            ("ASN-DROP last", "100.65.255.255", D::ASN_DROP),
+            ("ASN-DROP without country", "100.69.0.1", D::ASN_DROP),
+            ("ASN-DROP v6", "2001:db8:101::1", D::ASN_DROP),
+            // user ASN blocklist
+            ("ASN block first", "100.66.0.0", D::ASN_BLACKLISTED),
+            ("ASN block last", "100.66.255.255", D::ASN_BLACKLISTED),
+            ("ASN block v6", "2001:db8:102::ffff", D::ASN_BLACKLISTED),
+            // known origin, nothing blocked
+            ("clean ASN", "100.67.0.0", D::DEFAULT),
+            ("clean ASN v6", "2001:db8:103::1", D::DEFAULT),
+            ("no ASN, clean country", "100.71.0.1", D::DEFAULT),
+            // not in the table: steps 6-8 pass
+            ("unknown origin below", "100.63.255.255", D::DEFAULT),
+            ("unknown origin above", "100.72.0.0", D::DEFAULT),
+            ("unknown origin v6", "2001:db8:104::", D::DEFAULT),
+        ];
+        for (name, addr, want) in cases {
+            assert_eq!(rules.evaluate_source(ip(addr)), *want, "{name}: {addr}");
+        }
+    }
+
+    #[test]
+    fn origin_stage_needs_the_table_and_a_list() {
+        let table = vec![row("100.64.0.0/16", 64496, "ru")];
+        let probe = ip("100.64.1.1");
+        type Lists = Vec<(ListKind, Vec<Entry>)>;
+        let cases: [(&str, Lists, Decision); 5] = [
+            ("nothing", vec![], Decision::DEFAULT),
+            (
+                "table only",
+                vec![(ListKind::IpAsn, table.clone())],
+                Decision::DEFAULT,
+            ),
+            (
+                "lists without table",
+                vec![
+                    (ListKind::CountryBlock, vec![country("ru")]),
+                    (ListKind::AsnBlock, vec![asn(64496)]),
+                    (ListKind::FeedAsnDrop, vec![asn(64496)]),
+                ],
+                Decision::DEFAULT,
+            ),
+            (
+                "table and user ASN list",
+                vec![
+                    (ListKind::IpAsn, table.clone()),
+                    (ListKind::AsnBlock, vec![asn(64496)]),
+                ],
+                Decision::ASN_BLACKLISTED,
+            ),
+            (
+                "table and country",
+                vec![
+                    (ListKind::CountryBlock, vec![country("ru")]),
+                    (ListKind::IpAsn, table.clone()),
+                ],
+                Decision::COUNTRY,
+            ),
+        ];
+        for (name, lists, want) in cases {
+            assert_eq!(rules_from(1, &lists).evaluate_source(probe), want, "{name}");
+        }
+        // Emptying the last list turns the stage off again.
+        let off = rules_from(
+            1,
+            &[
+                (ListKind::IpAsn, table.clone()),
+                (ListKind::CountryBlock, vec![country("ru")]),
+                (ListKind::CountryBlock, vec![]),
+            ],
         );
-        assert_eq!(rules.generation(), 7);
-        assert_eq!(rules.allow().len(), 2);
-        assert_eq!(rules.block().len(), 2);
+        assert!(!off.origin_stage);
+        assert_eq!(off.evaluate_source(probe), Decision::DEFAULT);
+    }
+
+    #[test]
+    fn with_list_shares_the_other_components_and_ignores_wrong_kinds() {
+        let before = full_rules();
+        let after = before
+            .clone()
+            .with_list(ListKind::IpBlock, &prefixes(&["192.0.2.1"]))
+            .with_generation(10);
+        assert_eq!(after.generation(), 10);
+        for kind in ListKind::ALL {
+            assert_eq!(
+                after.shares_list(&before, kind),
+                kind != ListKind::IpBlock,
+                "{kind}"
+            );
+        }
+        assert_eq!(after.list_len(ListKind::IpBlock), 1);
+        // an entry of the wrong kind is dropped, not misread
+        let mixed = RuleSet::empty().with_list(
+            ListKind::IpBlock,
+            &[prefix("192.0.2.0/24"), asn(64496), country("fr")],
+        );
+        assert_eq!(mixed.list_len(ListKind::IpBlock), 1);
+        let lens: Vec<usize> = ListKind::ALL.iter().map(|k| before.list_len(*k)).collect();
+        assert_eq!(lens, [5, 4, 3, 3, 3, 2, 2, 1, 13]);
+        assert_eq!(before.allow().len(), 5);
+        assert_eq!(before.block().len(), 4);
+        assert_eq!(before.firehol().len(), 3);
+        assert_eq!(before.spamhaus().len(), 3);
+        assert_eq!(before.feodo().len(), 3);
+        assert_eq!(before.countries().len(), 2);
+        assert_eq!(before.asn_block().len(), 2);
+        assert_eq!(before.asn_drop().len(), 1);
+        assert_eq!(before.asn_table().len(), 13);
+    }
+
+    #[test]
+    fn packets_meet_the_chain_by_source() {
+        let rules = ip_lists(
+            &["203.0.113.7/32", "2001:db8::7/128"],
+            &["203.0.113.0/24", "2001:db8::/32"],
+        );
         let v4_from = |src: [u8; 4]| v4(UDP, src, B4, &udp(1, 53, b""));
         let v6_from = |src: [u8; 16]| v6(TCP, src, B6, &tcp(1, 443));
         let mut other6 = A6;
@@ -303,7 +861,7 @@ mod tests {
 
     #[test]
     fn garbage_transport_still_meets_the_blocklist() {
-        let rules = RuleSet::new(1, IpSet::empty(), ipset(&["203.0.113.0/24"]));
+        let rules = ip_lists(&[], &["203.0.113.0/24"]);
         let mut packet = v4(TCP, A4, B4, &[0xff; 3]);
         packet[0] = 0x4f; // options claimed past the end
         assert_eq!(
@@ -314,7 +872,7 @@ mod tests {
 
     #[test]
     fn unparsable_follows_policy() {
-        let rules = RuleSet::new(1, IpSet::empty(), ipset(&["0.0.0.0/0", "::/0"]));
+        let rules = ip_lists(&[], &["0.0.0.0/0", "::/0"]);
         for input in [&[][..], &[0x45; 19], &[0x70; 60], &[0x60; 39]] {
             for policy in [UnparsableVerdict::Accept, UnparsableVerdict::Drop] {
                 let d = decide(&rules, input, policy);
@@ -329,7 +887,7 @@ mod tests {
     fn empty_rules_accept_by_default() {
         let rules = RuleSet::empty();
         assert_eq!(rules.generation(), 0);
-        assert!(rules.allow().is_empty() && rules.block().is_empty());
+        assert!(ListKind::ALL.iter().all(|k| rules.list_len(*k) == 0));
         let packet = v4(UDP, A4, B4, &udp(1, 2, b""));
         assert_eq!(
             decide(&rules, &packet, UnparsableVerdict::Drop),
@@ -340,9 +898,15 @@ mod tests {
     proptest! {
         #[test]
         fn decide_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
-            let rules = RuleSet::new(1, ipset(&["0.0.0.0/1"]), ipset(&["128.0.0.0/1", "::/0"]));
+            let rules = full_rules();
             let d = decide(&rules, &bytes, UnparsableVerdict::Accept);
-            prop_assert_eq!(d.reason == Reason::Unparsable, packet::parse(&bytes).is_err());
+            let parsed = packet::parse(&bytes);
+            prop_assert_eq!(d.reason == Reason::Unparsable, parsed.is_err());
+            // Reading the fixed header only decides exactly like the full parse.
+            if let Ok(meta) = parsed {
+                prop_assert_eq!(d, rules.evaluate(&meta));
+                prop_assert_eq!(packet::parse_header(&bytes).map(|m| m.src), Ok(meta.src));
+            }
         }
     }
 }

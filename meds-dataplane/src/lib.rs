@@ -3,7 +3,8 @@
 //! immutable rule set that the controller streams to it over a Unix socket.
 //!
 //! * The engine, pure and free of tokio/tonic/netlink: [`packet`] (parse hostile bytes),
-//!   [`lists`] (prefix sets), [`chain`] (the rule set and its decisions), [`counters`].
+//!   [`lists`] (prefix sets, the IP-to-ASN table, ASN and country sets), [`chain`] (the rule
+//!   set of per-list components and its decisions), [`counters`].
 //! * The runtime around it: [`nfqueue`] + [`worker`] (one blocking OS thread per queue, no
 //!   locks, no logging per packet), [`firewall`] (iptables rules), [`policy`] (master copy,
 //!   live rule set, state file), [`sync`] (the gRPC client), [`config`] (flags).

@@ -1,12 +1,14 @@
 //! The dataplane's master copy of the policy, the live rule set built from it, and the state
 //! file that lets a restarted dataplane enforce its last policy while the controller is away.
 //!
-//! * [`PolicyState`]: the lists as sets of prefixes plus the generation they belong to. Updates
-//!   from the sync stream are applied here; [`PolicyState::build`] turns it into an immutable
-//!   [`RuleSet`].
+//! * [`PolicyState`]: the lists as sets of typed entries ([`Entry`]) plus the generation they
+//!   belong to. Updates from the sync stream are applied here and report which lists changed;
+//!   [`PolicyState::build`] turns the state into an immutable [`RuleSet`].
 //! * [`PolicyStore`]: owns the master copy (behind a mutex only the control plane touches) and
-//!   publishes each newly built rule set to the packet path through an `ArcSwap`. Packet
-//!   threads only ever `load()` the `ArcSwap`; they never see the mutex.
+//!   the rule set last published. An update rebuilds only the components of the lists it
+//!   changed (a one-address blocklist change never touches the IP-to-ASN table) and publishes
+//!   the result to the packet path through an `ArcSwap`. Packet threads only ever `load()` the
+//!   `ArcSwap`; they never see the mutex and never wait for a rebuild.
 //! * The state file: the policy encoded exactly like the wire (full-update chunks, each prost
 //!   length-delimited), written atomically and read back through a [`Stager`], so it is
 //!   validated like any other input. A bad file is an error for the caller to log, never a
@@ -20,24 +22,25 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use meds_proto::sync::{MAX_MESSAGE_BYTES, Stager, SyncError, Update, full_update_chunks};
-use meds_proto::{Cidr, ListKind, pb};
+use meds_proto::sync::{
+    CHUNK_ENTRIES, MAX_MESSAGE_BYTES, Stager, SyncError, Update, full_update_chunks,
+};
+use meds_proto::{Entry, ListKind, pb};
 use prost::Message as _;
 use tokio::sync::watch;
 
 use crate::chain::RuleSet;
-use crate::lists::ip::IpSet;
 
 /// The lists the dataplane enforces, and the generation they belong to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyState {
     /// Generation of the last applied update (0: nothing applied yet).
     generation: u64,
-    /// Only non-empty lists are present.
-    lists: BTreeMap<ListKind, BTreeSet<Cidr>>,
+    /// Only non-empty lists are present. Every entry is of its list's `entry_kind`.
+    lists: BTreeMap<ListKind, BTreeSet<Entry>>,
 }
 
 impl PolicyState {
@@ -50,9 +53,14 @@ impl PolicyState {
         self.generation
     }
 
-    /// The entries of one list (empty when the list has none).
-    pub fn entries(&self, kind: ListKind) -> impl Iterator<Item = &Cidr> + '_ {
+    /// The entries of one list, in order (empty when the list has none).
+    pub fn entries(&self, kind: ListKind) -> impl Iterator<Item = &Entry> + '_ {
         self.lists.get(&kind).into_iter().flatten()
+    }
+
+    /// Number of entries of one list.
+    pub fn list_len(&self, kind: ListKind) -> usize {
+        self.lists.get(&kind).map_or(0, BTreeSet::len)
     }
 
     /// Number of entries over all lists.
@@ -64,44 +72,137 @@ impl PolicyState {
         self.lists.is_empty()
     }
 
-    /// Apply a validated update. A full update replaces every list (lists it does not name
-    /// become empty); a delta changes only the lists it names, removals before additions.
-    /// Removing an absent entry and adding a present one are no-ops.
-    pub fn apply(&mut self, update: Update) {
+    /// Apply a validated update and return the lists whose contents changed.
+    ///
+    /// A full update replaces every list (lists it does not name become empty); a delta
+    /// changes only the lists it names, removals before additions, so a changed IP-to-ASN row
+    /// (same prefix, new ASN) is the old row removed and the new one added. Removing an absent
+    /// entry and adding a present one are no-ops; entries of a kind the list does not hold are
+    /// ignored (the stager already refuses them).
+    pub fn apply(&mut self, update: Update) -> BTreeSet<ListKind> {
+        let mut changed = BTreeSet::new();
         if update.full {
-            self.lists.clear();
-        }
-        for (kind, delta) in update.lists {
-            let set = self.lists.entry(kind).or_default();
-            for cidr in &delta.remove {
-                set.remove(cidr);
+            let mut incoming = update.lists;
+            for kind in ListKind::ALL {
+                let mut add = incoming.remove(&kind).map(|d| d.add).unwrap_or_default();
+                let wanted = kind.entry_kind();
+                add.retain(|e| e.kind() == wanted);
+                // Sorting the snapshot (it arrives sorted) is linear; comparing it with the
+                // list in force avoids building a second copy of an unchanged list, which is
+                // what a reconnect's snapshot mostly is.
+                add.sort_unstable();
+                add.dedup();
+                let unchanged = match self.lists.get(&kind) {
+                    Some(current) => current.iter().eq(add.iter()),
+                    None => add.is_empty(),
+                };
+                if unchanged {
+                    continue;
+                }
+                changed.insert(kind);
+                if add.is_empty() {
+                    self.lists.remove(&kind);
+                } else {
+                    // Drop the old copy first; collecting a sorted Vec bulk-builds the tree.
+                    self.lists.remove(&kind);
+                    self.lists.insert(kind, add.into_iter().collect());
+                }
             }
-            set.extend(delta.add);
+        } else {
+            for (kind, delta) in update.lists {
+                let wanted = kind.entry_kind();
+                let set = self.lists.entry(kind).or_default();
+                let mut removed: Vec<Entry> =
+                    delta.remove.into_iter().filter(|e| set.remove(e)).collect();
+                let mut added: Vec<Entry> = delta
+                    .add
+                    .into_iter()
+                    .filter(|e| e.kind() == wanted && set.insert(*e))
+                    .collect();
+                // Removed and added back in the same delta: the list is as it was.
+                removed.sort_unstable();
+                added.sort_unstable();
+                if removed != added {
+                    changed.insert(kind);
+                }
+            }
+            self.lists.retain(|_, set| !set.is_empty());
         }
-        self.lists.retain(|_, set| !set.is_empty());
         self.generation = update.generation;
+        changed
     }
 
-    /// Build the immutable rule set the packet path evaluates.
+    /// Build the immutable rule set the packet path evaluates, every list from scratch.
     pub fn build(&self) -> RuleSet {
-        let allow = IpSet::from_prefixes(self.entries(ListKind::IpAllow).copied());
-        let block = IpSet::from_prefixes(self.entries(ListKind::IpBlock).copied());
-        RuleSet::new(self.generation, allow, block)
+        self.rebuild(&RuleSet::empty(), ListKind::ALL)
+    }
+
+    /// A rule set at this state's generation that shares every component of `base` except
+    /// those of `changed`, which are rebuilt from this state.
+    pub fn rebuild(&self, base: &RuleSet, changed: impl IntoIterator<Item = ListKind>) -> RuleSet {
+        changed.into_iter().fold(
+            base.clone().with_generation(self.generation),
+            |rules, kind| rules.with_list(kind, self.entries(kind)),
+        )
     }
 
     /// The policy as the chunks of one full update (what the controller would send).
     pub fn to_chunks(&self) -> Vec<pb::UpdateChunk> {
-        let lists: Vec<(ListKind, Vec<Cidr>)> = self
-            .lists
-            .iter()
-            .map(|(kind, set)| (*kind, set.iter().copied().collect()))
-            .collect();
-        let borrowed: Vec<(ListKind, &[Cidr])> = lists
-            .iter()
-            .map(|(kind, v)| (*kind, v.as_slice()))
-            .collect();
-        full_update_chunks(self.generation, &borrowed)
+        let mut chunks = Vec::new();
+        self.for_each_chunk(|c| chunks.push(c));
+        chunks
     }
+
+    /// The chunks of [`PolicyState::to_chunks`], one at a time (bounded memory for any size).
+    pub fn for_each_chunk(&self, mut emit: impl FnMut(pb::UpdateChunk)) {
+        let total = self.len();
+        let mut done = 0usize;
+        // The current chunk's entries, grouped by list; at most CHUNK_ENTRIES in all.
+        let mut groups: Vec<(ListKind, Vec<Entry>)> = Vec::new();
+        let mut in_chunk = 0usize;
+        let mut flush = |groups: &mut Vec<(ListKind, Vec<Entry>)>, last: bool| {
+            let borrowed: Vec<(ListKind, &[Entry])> =
+                groups.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            // At most CHUNK_ENTRIES entries: full_update_chunks yields exactly one chunk.
+            let mut chunks = full_update_chunks(self.generation, &borrowed);
+            let count = chunks.len();
+            for (i, chunk) in chunks.iter_mut().enumerate() {
+                chunk.last = last && i + 1 == count;
+            }
+            chunks.into_iter().for_each(&mut emit);
+            groups.clear();
+        };
+        for (kind, set) in &self.lists {
+            for entry in set {
+                match groups.last_mut() {
+                    Some((k, v)) if k == kind => v.push(*entry),
+                    _ => groups.push((*kind, vec![*entry])),
+                }
+                in_chunk += 1;
+                done += 1;
+                if in_chunk == CHUNK_ENTRIES {
+                    flush(&mut groups, done == total);
+                    in_chunk = 0;
+                }
+            }
+        }
+        if in_chunk > 0 || total == 0 {
+            flush(&mut groups, true);
+        }
+    }
+}
+
+/// What [`PolicyStore::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Generation now in force.
+    pub generation: u64,
+    /// Lists whose component was rebuilt, with the time each took; every other component is
+    /// shared with the previous rule set.
+    pub rebuilt: Vec<(ListKind, Duration)>,
+    /// Time from receiving the update to the new rule set being live (state update, rebuild,
+    /// swap).
+    pub elapsed: Duration,
 }
 
 /// The master copy plus the live rule set published to the packet path.
@@ -118,6 +219,8 @@ pub struct PolicyStore {
 #[derive(Debug, Default)]
 struct Master {
     state: PolicyState,
+    /// The rule set last published (the base of the next incremental rebuild).
+    rules: Arc<RuleSet>,
     revision: u64,
 }
 
@@ -146,25 +249,52 @@ impl PolicyStore {
         self.lock().state.clone()
     }
 
+    /// Number of entries of every non-empty list, in chain order.
+    pub fn list_sizes(&self) -> Vec<(ListKind, usize)> {
+        let master = self.lock();
+        master
+            .state
+            .lists
+            .iter()
+            .map(|(kind, set)| (*kind, set.len()))
+            .collect()
+    }
+
     /// Bumped after every change; the value is the revision, not the generation.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
     }
 
-    /// Apply an update, build the new rule set and publish it. Blocking and CPU-bound for large
-    /// policies: call it from a blocking thread, never from the packet path. Returns the
-    /// generation now in force.
-    pub fn apply(&self, update: Update) -> u64 {
+    /// Apply an update, rebuild the components of the lists it changed and publish the new
+    /// rule set. Blocking and CPU-bound when a large list changed: call it from a blocking
+    /// thread, never from the packet path.
+    pub fn apply(&self, update: Update) -> Applied {
+        let started = Instant::now();
         let mut master = self.lock();
-        master.state.apply(update);
-        self.publish(&mut master)
+        let changed = master.state.apply(update);
+        let mut rules = (*master.rules)
+            .clone()
+            .with_generation(master.state.generation);
+        let mut rebuilt = Vec::with_capacity(changed.len());
+        for kind in changed {
+            let t = Instant::now();
+            rules = rules.with_list(kind, master.state.entries(kind));
+            rebuilt.push((kind, t.elapsed()));
+        }
+        let generation = self.publish(&mut master, rules);
+        Applied {
+            generation,
+            rebuilt,
+            elapsed: started.elapsed(),
+        }
     }
 
-    /// Replace the master copy (start-up from the state file) and publish it.
+    /// Replace the master copy (start-up from the state file), build it and publish it.
     pub fn restore(&self, state: PolicyState) -> u64 {
+        let rules = state.build();
         let mut master = self.lock();
         master.state = state;
-        self.publish(&mut master)
+        self.publish(&mut master, rules)
     }
 
     /// Encode the master copy as a state file. `None` while nothing was ever applied
@@ -177,9 +307,10 @@ impl PolicyStore {
         Some((master.revision, encode_state_file(&master.state)))
     }
 
-    fn publish(&self, master: &mut Master) -> u64 {
-        let ruleset = master.state.build();
-        self.live.store(Arc::new(ruleset));
+    fn publish(&self, master: &mut Master, rules: RuleSet) -> u64 {
+        let rules = Arc::new(rules);
+        master.rules = Arc::clone(&rules);
+        self.live.store(rules);
         master.revision += 1;
         self.revision.send_replace(master.revision);
         master.state.generation
@@ -221,9 +352,10 @@ pub enum StateFileError {
 /// Encode a policy: its full-update chunks, each prost length-delimited, back to back.
 pub fn encode_state_file(state: &PolicyState) -> Vec<u8> {
     let mut out = Vec::new();
-    for chunk in state.to_chunks() {
-        out.extend(chunk.encode_length_delimited_to_vec());
-    }
+    state.for_each_chunk(|chunk| {
+        // Writing into a Vec cannot run out of room.
+        let _ = chunk.encode_length_delimited(&mut out);
+    });
     out
 }
 
@@ -457,29 +589,47 @@ async fn write_latest(
 mod tests {
     use std::net::IpAddr;
 
+    use meds_proto::Cidr;
     use meds_proto::sync::{ListDelta, delta_chunks};
+    use meds_proto::{Asn, CountryCode, IpAsn};
 
     use super::*;
 
-    fn c(s: &str) -> Cidr {
-        s.parse().unwrap()
+    fn c(s: &str) -> Entry {
+        Entry::Prefix(s.parse().unwrap())
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn full(generation: u64, lists: &[(ListKind, &[&str])]) -> Update {
+    fn asn(n: u32) -> Entry {
+        Entry::Asn(Asn::new(n).unwrap())
+    }
+
+    fn country(code: &str) -> Entry {
+        Entry::Country(code.parse::<CountryCode>().unwrap())
+    }
+
+    fn row(net: &str, asn_n: u32, cc: &str) -> Entry {
+        Entry::IpAsn(IpAsn {
+            prefix: net.parse().unwrap(),
+            asn: Asn::new(asn_n).ok(),
+            country: CountryCode::from_feed(cc).ok(),
+        })
+    }
+
+    fn full_of(generation: u64, lists: Vec<(ListKind, Vec<Entry>)>) -> Update {
         Update {
             generation,
             full: true,
             lists: lists
-                .iter()
-                .map(|(k, v)| {
+                .into_iter()
+                .map(|(k, add)| {
                     (
-                        *k,
+                        k,
                         ListDelta {
-                            add: v.iter().map(|s| c(s)).collect(),
+                            add,
                             remove: vec![],
                         },
                     )
@@ -488,18 +638,40 @@ mod tests {
         }
     }
 
-    fn delta(generation: u64, kind: ListKind, add: &[&str], remove: &[&str]) -> Update {
+    fn delta_of(generation: u64, kind: ListKind, add: Vec<Entry>, remove: Vec<Entry>) -> Update {
         Update {
             generation,
             full: false,
-            lists: [(
-                kind,
-                ListDelta {
-                    add: add.iter().map(|s| c(s)).collect(),
-                    remove: remove.iter().map(|s| c(s)).collect(),
-                },
-            )]
-            .into(),
+            lists: [(kind, ListDelta { add, remove })].into(),
+        }
+    }
+
+    fn full(generation: u64, lists: &[(ListKind, &[&str])]) -> Update {
+        full_of(
+            generation,
+            lists
+                .iter()
+                .map(|(k, v)| (*k, v.iter().map(|s| c(s)).collect()))
+                .collect(),
+        )
+    }
+
+    fn delta(generation: u64, kind: ListKind, add: &[&str], remove: &[&str]) -> Update {
+        delta_of(
+            generation,
+            kind,
+            add.iter().map(|s| c(s)).collect(),
+            remove.iter().map(|s| c(s)).collect(),
+        )
+    }
+
+    impl PolicyState {
+        /// The lists as the contents of a full update.
+        fn lists_as_updates(&self) -> Vec<(ListKind, Vec<Entry>)> {
+            self.lists
+                .iter()
+                .map(|(k, set)| (*k, set.iter().copied().collect()))
+                .collect()
         }
     }
 
@@ -633,7 +805,9 @@ mod tests {
             "generation 0 is never written"
         );
         assert_eq!(
-            store.apply(full(2, &[(ListKind::IpBlock, &["203.0.113.0/24"])])),
+            store
+                .apply(full(2, &[(ListKind::IpBlock, &["203.0.113.0/24"])]))
+                .generation,
             2
         );
         assert!(rev.has_changed().unwrap());
@@ -641,7 +815,9 @@ mod tests {
         assert_eq!(live.load().generation(), 2);
         assert!(live.load().block().contains(ip("203.0.113.9")));
         assert_eq!(
-            store.apply(delta(3, ListKind::IpBlock, &[], &["203.0.113.0/24"])),
+            store
+                .apply(delta(3, ListKind::IpBlock, &[], &["203.0.113.0/24"]))
+                .generation,
             3
         );
         assert!(!live.load().block().contains(ip("203.0.113.9")));
@@ -656,18 +832,215 @@ mod tests {
         assert_eq!(decode_state_file(&bytes).unwrap(), restored);
     }
 
-    fn big_state() -> PolicyState {
-        // More entries than one chunk holds, both families, both lists.
-        let block: Vec<String> = (0..5000u32)
-            .map(|i| std::net::Ipv4Addr::from(0xCB00_7100u32 + i).to_string())
-            .collect();
-        let block_refs: Vec<&str> = block.iter().map(String::as_str).collect();
+    #[test]
+    fn apply_reports_exactly_the_changed_lists() {
         let mut s = PolicyState::new();
-        s.apply(full(
+        let changed = s.apply(full_of(
+            1,
+            vec![
+                (ListKind::IpBlock, vec![c("203.0.113.0/24")]),
+                (ListKind::CountryBlock, vec![country("ru")]),
+                (ListKind::IpAsn, vec![row("100.64.0.0/16", 64496, "ru")]),
+            ],
+        ));
+        assert_eq!(
+            changed.into_iter().collect::<Vec<_>>(),
+            [ListKind::IpBlock, ListKind::CountryBlock, ListKind::IpAsn]
+        );
+        let cases: Vec<(&str, Update, Vec<ListKind>)> = vec![
+            (
+                "one blocklist address",
+                delta(2, ListKind::IpBlock, &["192.0.2.1"], &[]),
+                vec![ListKind::IpBlock],
+            ),
+            (
+                "add present, remove absent",
+                delta(3, ListKind::IpBlock, &["192.0.2.1"], &["198.51.100.1"]),
+                vec![],
+            ),
+            (
+                "remove and re-add in one delta",
+                delta(4, ListKind::IpBlock, &["192.0.2.1"], &["192.0.2.1"]),
+                vec![],
+            ),
+            (
+                "changed IP-to-ASN row: same prefix, new ASN",
+                delta_of(
+                    5,
+                    ListKind::IpAsn,
+                    vec![row("100.64.0.0/16", 64497, "ru")],
+                    vec![row("100.64.0.0/16", 64496, "ru")],
+                ),
+                vec![ListKind::IpAsn],
+            ),
+            (
+                "removing a row that is not there exactly",
+                delta_of(
+                    6,
+                    ListKind::IpAsn,
+                    vec![],
+                    vec![row("100.64.0.0/16", 64496, "ru")],
+                ),
+                vec![],
+            ),
+            (
+                "wrong-kind entry ignored",
+                delta_of(7, ListKind::CountryBlock, vec![asn(64496)], vec![]),
+                vec![],
+            ),
+            (
+                "same full snapshot again",
+                full_of(
+                    8,
+                    vec![
+                        (ListKind::IpBlock, vec![c("203.0.113.0/24"), c("192.0.2.1")]),
+                        (ListKind::CountryBlock, vec![country("ru")]),
+                        (ListKind::IpAsn, vec![row("100.64.0.0/16", 64497, "ru")]),
+                    ],
+                ),
+                vec![],
+            ),
+            (
+                "full snapshot that drops a list and adds one",
+                full_of(
+                    9,
+                    vec![
+                        (ListKind::IpBlock, vec![c("203.0.113.0/24"), c("192.0.2.1")]),
+                        (ListKind::FeedAsnDrop, vec![asn(64497)]),
+                        (ListKind::IpAsn, vec![row("100.64.0.0/16", 64497, "ru")]),
+                    ],
+                ),
+                vec![ListKind::CountryBlock, ListKind::FeedAsnDrop],
+            ),
+        ];
+        for (name, update, want) in cases {
+            let generation = update.generation;
+            let changed: Vec<ListKind> = s.apply(update).into_iter().collect();
+            assert_eq!(changed, want, "{name}");
+            assert_eq!(s.generation(), generation, "{name}");
+        }
+        let rows: Vec<String> = s.entries(ListKind::IpAsn).map(|e| e.to_string()).collect();
+        assert_eq!(rows, ["100.64.0.0/16 64497 ru"]);
+        assert_eq!(s.list_len(ListKind::CountryBlock), 0);
+    }
+
+    #[test]
+    fn store_rebuilds_only_the_changed_components() {
+        let live = Arc::new(ArcSwap::from_pointee(RuleSet::empty()));
+        let store = PolicyStore::new(Arc::clone(&live));
+        let applied = store.apply(full_of(1, big_state().lists_as_updates()));
+        assert_eq!(applied.generation, 1);
+        assert_eq!(applied.rebuilt.len(), ListKind::ALL.len());
+        let first = live.load_full();
+        assert_eq!(
+            first.evaluate_source(ip("100.64.1.1")),
+            crate::chain::Decision::COUNTRY
+        );
+
+        // One blocklist address: only the blocklist component is new.
+        let applied = store.apply(delta(2, ListKind::IpBlock, &["198.51.100.7"], &[]));
+        let names: Vec<ListKind> = applied.rebuilt.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, [ListKind::IpBlock]);
+        let second = live.load_full();
+        assert_eq!(second.generation(), 2);
+        for kind in ListKind::ALL {
+            assert_eq!(
+                second.shares_list(&first, kind),
+                kind != ListKind::IpBlock,
+                "{kind}"
+            );
+        }
+        assert!(Arc::ptr_eq(second.asn_table(), first.asn_table()));
+        assert!(!Arc::ptr_eq(second.block(), first.block()));
+        assert_eq!(
+            second.evaluate_source(ip("198.51.100.7")),
+            crate::chain::Decision::BLACKLISTED
+        );
+
+        // A changed IP-to-ASN row: only the table is rebuilt, and the new row is in force.
+        let applied = store.apply(delta_of(
+            3,
+            ListKind::IpAsn,
+            vec![row("100.64.0.0/16", 64496, "de")],
+            vec![row("100.64.0.0/16", 64496, "ru")],
+        ));
+        let names: Vec<ListKind> = applied.rebuilt.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, [ListKind::IpAsn]);
+        let third = live.load_full();
+        for kind in ListKind::ALL {
+            assert_eq!(
+                third.shares_list(&second, kind),
+                kind != ListKind::IpAsn,
+                "{kind}"
+            );
+        }
+        assert_eq!(
+            third.evaluate_source(ip("100.64.1.1")),
+            crate::chain::Decision::ASN_BLACKLISTED
+        );
+
+        // A no-op delta and a resent identical snapshot rebuild nothing.
+        let applied = store.apply(delta(4, ListKind::IpBlock, &["198.51.100.7"], &[]));
+        assert!(applied.rebuilt.is_empty());
+        let again = store.snapshot();
+        let applied = store.apply(full_of(5, again.lists_as_updates()));
+        assert!(applied.rebuilt.is_empty());
+        let fifth = live.load_full();
+        assert_eq!(fifth.generation(), 5);
+        assert!(ListKind::ALL.iter().all(|k| fifth.shares_list(&third, *k)));
+        // The incrementally built rule set answers like one built from scratch.
+        let scratch = store.snapshot().build();
+        for addr in [
+            "10.1.2.3",
+            "203.0.113.9",
+            "198.51.100.7",
+            "198.51.100.8",
+            "2001:db8:5::1",
+            "192.0.2.1",
+            "100.64.1.1",
+            "100.65.1.1",
+            "2001:db8:100::1",
+            "8.8.4.4",
+        ] {
+            assert_eq!(
+                fifth.evaluate_source(ip(addr)),
+                scratch.evaluate_source(ip(addr)),
+                "{addr}"
+            );
+        }
+        let sizes = store.list_sizes();
+        assert_eq!(sizes.len(), ListKind::ALL.len());
+        assert_eq!(sizes[1], (ListKind::IpBlock, 5001));
+    }
+
+    fn big_state() -> PolicyState {
+        // More entries than one chunk holds, both families, every list and entry kind.
+        let block: Vec<Entry> = (0..5000u32)
+            .map(|i| Entry::Prefix(Cidr::host(IpAddr::V4((0xCB00_7100u32 + i).into()))))
+            .collect();
+        let mut s = PolicyState::new();
+        s.apply(full_of(
             12,
-            &[
-                (ListKind::IpAllow, &["10.0.0.0/8", "2001:db8:1::/48"]),
-                (ListKind::IpBlock, &block_refs),
+            vec![
+                (
+                    ListKind::IpAllow,
+                    vec![c("10.0.0.0/8"), c("2001:db8:1::/48")],
+                ),
+                (ListKind::IpBlock, block),
+                (ListKind::FeedFireHol, vec![c("198.51.100.0/24")]),
+                (ListKind::FeedSpamhaus, vec![c("2001:db8:5::/48")]),
+                (ListKind::FeedFeodo, vec![c("192.0.2.1")]),
+                (ListKind::CountryBlock, vec![country("ru"), country("kp")]),
+                (ListKind::AsnBlock, vec![asn(64496)]),
+                (ListKind::FeedAsnDrop, vec![asn(64497), asn(4_200_000_000)]),
+                (
+                    ListKind::IpAsn,
+                    vec![
+                        row("100.64.0.0/16", 64496, "ru"),
+                        row("100.65.0.0/16", 0, "de"),
+                        row("2001:db8:100::/48", 64497, ""),
+                    ],
+                ),
             ],
         ));
         s
@@ -677,7 +1050,15 @@ mod tests {
     fn state_file_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/dir/policy.pb");
-        for state in [big_state(), {
+        // Exactly one chunk's worth: the last full chunk must carry `last`.
+        let exact: Vec<Entry> = (0..CHUNK_ENTRIES as u32)
+            .map(|i| Entry::Asn(Asn::new(i + 1).unwrap()))
+            .collect();
+        let mut exact_state = PolicyState::new();
+        exact_state.apply(full_of(3, vec![(ListKind::FeedAsnDrop, exact)]));
+        assert_eq!(exact_state.to_chunks().len(), 1);
+        assert_eq!(big_state().to_chunks().len(), 2);
+        for state in [big_state(), exact_state, {
             let mut s = PolicyState::new();
             s.apply(full(1, &[]));
             s

@@ -2,8 +2,9 @@
 //!
 //! The dataplane connects out to the controller's Unix socket, sends a `Hello`, and then:
 //! * feeds every `UpdateChunk` to a fresh [`Stager`] (one per stream), which validates it;
-//! * on a complete update, applies it to the [`PolicyStore`] on a blocking thread (the new rule
-//!   set is built there, off the packet path), publishes it, and only then sends the `Ack`;
+//! * on a complete update, applies it to the [`PolicyStore`] on a blocking thread (only the
+//!   components of the lists it changed are rebuilt, there, off the packet path), publishes
+//!   it, and only then sends the `Ack`;
 //! * every second sends `DataplaneStats` from the packet counters.
 //!
 //! Any stream error or refused chunk ends the stream: the last applied rule set stays in force,
@@ -301,12 +302,25 @@ impl SyncClient {
                     };
                     let (full, entries) = (update.full, update.entries());
                     let store = Arc::clone(&self.store);
-                    let generation = tokio::task::spawn_blocking(move || store.apply(update))
+                    let applied = tokio::task::spawn_blocking(move || store.apply(update))
                         .await
                         .map_err(StreamError::Apply)?;
                     self.stats.updates_applied.fetch_add(1, Ordering::Relaxed);
                     *applied_any = true;
-                    tracing::info!(generation, full, entries, "policy update applied");
+                    let generation = applied.generation;
+                    let rebuilt: Vec<String> = applied
+                        .rebuilt
+                        .iter()
+                        .map(|(kind, took)| format!("{kind}:{}ms", took.as_millis()))
+                        .collect();
+                    tracing::info!(
+                        generation,
+                        full,
+                        entries,
+                        rebuilt = %rebuilt.join(","),
+                        live_after_ms = applied.elapsed.as_millis() as u64,
+                        "policy update applied"
+                    );
                     let ack = pb::DataplaneMessage {
                         msg: Some(dataplane_message::Msg::Ack(pb::Ack { generation })),
                     };

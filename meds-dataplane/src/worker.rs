@@ -140,13 +140,16 @@ fn is_transient(error: &NfQueueError) -> bool {
 mod tests {
     use super::*;
     use crate::chain::{Filter, Reason, Verdict};
-    use crate::lists::IpSet;
     use crate::packet::tests::{A4, B4, UDP, udp, v4};
-    use meds_proto::Cidr;
+    use meds_proto::{Entry, ListKind};
 
     fn blocking(prefix: &str) -> ArcSwap<RuleSet> {
-        let block = IpSet::from_prefixes([prefix.parse::<Cidr>().unwrap()]);
-        ArcSwap::from_pointee(RuleSet::new(3, IpSet::empty(), block))
+        let block = [Entry::Prefix(prefix.parse().unwrap())];
+        ArcSwap::from_pointee(
+            RuleSet::empty()
+                .with_generation(3)
+                .with_list(ListKind::IpBlock, &block),
+        )
     }
 
     fn queued(packet_id: u32, payload: &[u8]) -> Result<QueuedPacket<'_>, NfQueueError> {

@@ -18,11 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use meds_dataplane::chain::{Decision, RuleSet, UnparsableVerdict, Verdict};
 use meds_dataplane::counters::{Counters, DecisionCount};
-use meds_dataplane::lists::IpSet;
 use meds_dataplane::nfqueue::{NfQueue, NfQueueError, QueueConfig, packets};
 use meds_dataplane::packet::parse;
 use meds_dataplane::worker;
-use meds_proto::Cidr;
+use meds_proto::{Entry, ListKind};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PORT: u16 = 9;
@@ -302,12 +301,12 @@ fn worker_enforces_the_current_rule_set() {
         sender.send_to(b"a", (LOCALHOST, PORT)).unwrap();
         assert_eq!(recv_datagram(&receiver), b"a");
 
-        let loopback: Cidr = "127.0.0.0/8".parse().unwrap();
-        policy.store(Arc::new(RuleSet::new(
-            2,
-            IpSet::empty(),
-            IpSet::from_prefixes([loopback]),
-        )));
+        let loopback = [Entry::Prefix("127.0.0.0/8".parse().unwrap())];
+        policy.store(Arc::new(
+            RuleSet::empty()
+                .with_generation(2)
+                .with_list(ListKind::IpBlock, &loopback),
+        ));
         sender.send_to(b"b", (LOCALHOST, PORT)).unwrap();
         eventually("the drop to be counted", || {
             counters
@@ -317,11 +316,12 @@ fn worker_enforces_the_current_rule_set() {
                 .any(|d| d.verdict == Verdict::Drop)
         });
 
-        policy.store(Arc::new(RuleSet::new(
-            3,
-            IpSet::from_prefixes([loopback]),
-            IpSet::from_prefixes([loopback]),
-        )));
+        policy.store(Arc::new(
+            RuleSet::empty()
+                .with_generation(3)
+                .with_list(ListKind::IpAllow, &loopback)
+                .with_list(ListKind::IpBlock, &loopback),
+        ));
         sender.send_to(b"c", (LOCALHOST, PORT)).unwrap();
         assert_eq!(recv_datagram(&receiver), b"c");
 

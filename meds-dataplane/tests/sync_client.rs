@@ -16,7 +16,7 @@ use meds_dataplane::policy::{self, PolicyStore};
 use meds_dataplane::sync::{Backoff, SyncClient, SyncConfig, SyncStats};
 use meds_proto::pb::{self, controller_message, dataplane_message};
 use meds_proto::sync::{delta_chunks, full_update_chunks};
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Asn, Cidr, CountryCode, Entry, IpAsn, ListKind};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -180,8 +180,8 @@ impl Conn {
     }
 }
 
-fn c(s: &str) -> Cidr {
-    s.parse().unwrap()
+fn c(s: &str) -> Entry {
+    Entry::Prefix(s.parse().unwrap())
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -305,7 +305,10 @@ async fn snapshot_delta_malformed_then_resync() {
 
     // A malformed chunk: an IPv4 prefix longer than 32 bits.
     let mut bad = delta_chunks(3, ListKind::IpBlock, &[c("192.0.2.1")], &[]);
-    bad[0].changes[0].add[0].prefix_len = 33;
+    match bad[0].changes[0].add[0].value.as_mut() {
+        Some(pb::entry::Value::Prefix(p)) => p.prefix_len = 33,
+        other => panic!("expected a prefix, got {other:?}"),
+    }
     conn.send(bad).await;
     conn.expect_closed_by_client().await;
     eventually("rejection counted", || client.stats.updates_rejected() == 1).await;
@@ -321,10 +324,10 @@ async fn snapshot_delta_malformed_then_resync() {
     let mut conn = server.next_stream().await;
     let hello = conn.hello().await;
     assert_eq!(hello.applied_generation, 2);
-    let many: Vec<Cidr> = (0..5000u32)
+    let many: Vec<Entry> = (0..5000u32)
         .map(|i| {
             let base = u128::from("2001:db8::1:0".parse::<std::net::Ipv6Addr>().unwrap());
-            Cidr::host(IpAddr::V6((base + u128::from(i)).into()))
+            Entry::Prefix(Cidr::host(IpAddr::V6((base + u128::from(i)).into())))
         })
         .collect();
     let chunks = full_update_chunks(5, &[(ListKind::IpBlock, &many)]);
@@ -411,6 +414,104 @@ async fn shutdown_while_disconnected_is_prompt() {
     let client = start_client(dir.path().join("nobody.sock"), None);
     eventually("a failed attempt", || client.stats.stream_failures() >= 1).await;
     client.stop().await;
+}
+
+fn row(net: &str, asn: u32, country: &str) -> Entry {
+    Entry::IpAsn(IpAsn {
+        prefix: net.parse().unwrap(),
+        asn: Asn::new(asn).ok(),
+        country: CountryCode::from_feed(country).ok(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_list_kind_syncs_and_a_changed_asn_row_applies() {
+    use meds_dataplane::chain::Decision;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sync.sock");
+    let mut server = Server::start(&socket);
+    let client = start_client(socket.clone(), None);
+    let mut conn = server.next_stream().await;
+    conn.hello().await;
+
+    let allow = [c("8.8.8.8")];
+    let block = [c("203.0.113.0/24")];
+    let firehol = [c("198.51.100.0/24")];
+    let spamhaus = [c("2001:db8:5::/48")];
+    let feodo = [c("8.8.8.8"), c("192.0.2.1")];
+    let countries = [Entry::Country("ru".parse().unwrap())];
+    let asn_block = [Entry::Asn("AS64498".parse().unwrap())];
+    let asn_drop = [Entry::Asn(Asn::new(64497).unwrap())];
+    let table = [
+        row("100.64.0.0/16", 64496, "ru"),
+        row("100.65.0.0/16", 64497, "de"),
+        row("100.66.0.0/16", 64498, "de"),
+        row("2001:db8:100::/48", 64496, "ru"),
+    ];
+    conn.send(full_update_chunks(
+        1,
+        &[
+            (ListKind::IpAllow, &allow),
+            (ListKind::IpBlock, &block),
+            (ListKind::FeedFireHol, &firehol),
+            (ListKind::FeedSpamhaus, &spamhaus),
+            (ListKind::FeedFeodo, &feodo),
+            (ListKind::CountryBlock, &countries),
+            (ListKind::AsnBlock, &asn_block),
+            (ListKind::FeedAsnDrop, &asn_drop),
+            (ListKind::IpAsn, &table),
+        ],
+    ))
+    .await;
+    conn.expect_ack(1).await;
+    let rules = client.live.load_full();
+    let cases = [
+        ("8.8.8.8", Decision::WHITELISTED),
+        ("203.0.113.255", Decision::BLACKLISTED),
+        ("198.51.100.0", Decision::FIREHOL),
+        ("2001:db8:5:ffff:ffff:ffff:ffff:ffff", Decision::SPAMHAUS),
+        ("192.0.2.1", Decision::FEODO),
+        ("100.64.0.0", Decision::COUNTRY),
+        ("2001:db8:100::1", Decision::COUNTRY),
+        ("100.65.255.255", Decision::ASN_DROP),
+        ("100.66.1.1", Decision::ASN_BLACKLISTED),
+        ("100.67.0.0", Decision::DEFAULT),
+    ];
+    for (addr, want) in cases {
+        assert_eq!(rules.evaluate_source(ip(addr)), want, "{addr}");
+    }
+
+    // The table changes one row (same prefix, new ASN and country): only the table is rebuilt.
+    conn.send(delta_chunks(
+        2,
+        ListKind::IpAsn,
+        &[row("100.64.0.0/16", 64497, "de")],
+        &[row("100.64.0.0/16", 64496, "ru")],
+    ))
+    .await;
+    conn.expect_ack(2).await;
+    let after = client.live.load_full();
+    assert_eq!(after.evaluate_source(ip("100.64.0.0")), Decision::ASN_DROP);
+    for kind in ListKind::ALL {
+        assert_eq!(
+            after.shares_list(&rules, kind),
+            kind != ListKind::IpAsn,
+            "{kind}"
+        );
+    }
+
+    // A country entry in the prefix list is refused on the wire.
+    let mut wrong = delta_chunks(3, ListKind::IpBlock, &[c("192.0.2.9")], &[]);
+    wrong[0].changes[0].add[0] = Entry::Country("fr".parse().unwrap()).to_wire();
+    conn.send(wrong).await;
+    conn.expect_closed_by_client().await;
+    eventually("rejection counted", || client.stats.updates_rejected() == 1).await;
+    assert_eq!(client.live.load().generation(), 2);
+
+    let _reconnected = server.next_stream().await;
+    client.stop().await;
+    server.shutdown().await;
 }
 
 /// A network namespace deleted on drop, even when the test panics.

@@ -123,6 +123,52 @@ impl AdminClient {
             Err(s) => Err(self.status_error(s)),
         }
     }
+
+    /// Which lists and feeds contain `ip`, and its ASN and country.
+    pub async fn check_ip(&mut self, ip: String) -> Result<pb::CheckIpResponse, CtlError> {
+        match self.inner.check_ip(pb::CheckIpRequest { ip }).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
+
+    /// The state of every feed.
+    pub async fn list_feeds(&mut self) -> Result<Vec<pb::FeedStatus>, CtlError> {
+        match self.inner.list_feeds(pb::ListFeedsRequest {}).await {
+            Ok(r) => Ok(r.into_inner().feeds),
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
+
+    /// Fetch the named feeds (every enabled feed when `names` is empty) and return their state
+    /// after the attempts.
+    pub async fn update_feeds(
+        &mut self,
+        names: Vec<String>,
+    ) -> Result<Vec<pb::FeedStatus>, CtlError> {
+        match self
+            .inner
+            .update_feeds(pb::UpdateFeedsRequest { names })
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().feeds),
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
+
+    /// Enable/disable a feed or set its URL (`Some("")`: back to the default URL).
+    pub async fn configure_feed(
+        &mut self,
+        name: String,
+        enabled: Option<bool>,
+        url: Option<String>,
+    ) -> Result<pb::FeedStatus, CtlError> {
+        let request = pb::ConfigureFeedRequest { name, enabled, url };
+        match self.inner.configure_feed(request).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
 }
 
 fn modify_request(

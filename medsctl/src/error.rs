@@ -3,26 +3,33 @@
 //!
 //! Exit codes (documented in `--help` and the README): 0 ok; 1 `check` found nothing for some
 //! argument (not an error, see [`crate::Output`]); 2 usage error (clap); 3 cannot reach the
-//! controller / runtime error; 4 invalid argument, refused locally or by the controller.
+//! controller / runtime error (also: a `feeds update` attempt failed, see [`crate::Output`]);
+//! 4 invalid argument, refused locally or by the controller.
 
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use meds_proto::CidrError;
+use meds_proto::EntryParseError;
 
 /// Exit code: the controller could not be reached or failed.
 pub const EXIT_RUNTIME: u8 = 3;
-/// Exit code: an argument was refused (locally, or by the controller with INVALID_ARGUMENT).
+/// Exit code: an argument was refused (locally, or by the controller with INVALID_ARGUMENT or
+/// NOT_FOUND).
 pub const EXIT_INVALID: u8 = 4;
 
 /// Why a command failed. Messages are complete sentences for the operator and name the socket
 /// or the offending argument.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    /// One or more arguments are not IP addresses or CIDR prefixes; nothing was sent.
+    /// One or more arguments are not entries of the list (IP prefixes, country codes, AS
+    /// numbers); nothing was sent.
     #[error("invalid argument: {}", join_errors(.0))]
-    InvalidEntries(Vec<CidrError>),
+    InvalidEntries(Vec<EntryParseError>),
+
+    /// Another argument was refused locally; nothing was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 
     /// The admin socket could not be connected to.
     #[error("cannot connect to the controller at {}: {source}; {}", .socket.display(), connect_hint(.source))]
@@ -36,7 +43,8 @@ pub enum CtlError {
     #[error("cannot talk to the controller at {}: {detail}", .socket.display())]
     Transport { socket: PathBuf, detail: String },
 
-    /// The controller answered INVALID_ARGUMENT: nothing changed.
+    /// The controller answered INVALID_ARGUMENT (or NOT_FOUND for a name it does not know):
+    /// nothing changed.
     #[error("the controller refused the request: {0}")]
     Refused(String),
 
@@ -57,7 +65,9 @@ impl CtlError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::InvalidEntries(_) | CtlError::Refused(_) => EXIT_INVALID,
+            CtlError::InvalidEntries(_) | CtlError::InvalidArgument(_) | CtlError::Refused(_) => {
+                EXIT_INVALID
+            }
             CtlError::Connect { .. }
             | CtlError::Transport { .. }
             | CtlError::Rpc { .. }
@@ -68,7 +78,9 @@ impl CtlError {
     /// Map a gRPC status returned by the controller.
     pub fn from_status(status: tonic::Status, socket: PathBuf) -> CtlError {
         match status.code() {
-            tonic::Code::InvalidArgument => CtlError::Refused(status.message().to_string()),
+            tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+                CtlError::Refused(status.message().to_string())
+            }
             code => {
                 // A status produced by the channel itself (e.g. the connection dropped) carries
                 // the io error as its source; surface it the same way as a failed connect.
@@ -116,7 +128,7 @@ pub fn connect_hint(err: &io::Error) -> &'static str {
     }
 }
 
-fn join_errors(errors: &[CidrError]) -> String {
+fn join_errors(errors: &[EntryParseError]) -> String {
     errors
         .iter()
         .map(ToString::to_string)
@@ -165,7 +177,12 @@ mod tests {
             .parse::<meds_proto::Cidr>()
             .expect_err("invalid");
         let cases = [
-            (CtlError::InvalidEntries(vec![bad]), EXIT_INVALID),
+            (CtlError::InvalidEntries(vec![bad.into()]), EXIT_INVALID),
+            (CtlError::InvalidArgument("x".into()), EXIT_INVALID),
+            (
+                CtlError::from_status(tonic::Status::not_found("no feed \"x\""), socket()),
+                EXIT_INVALID,
+            ),
             (CtlError::Refused("x".into()), EXIT_INVALID),
             (
                 CtlError::from_status(
@@ -263,14 +280,22 @@ mod tests {
 
     #[test]
     fn invalid_entries_name_every_bad_argument() {
-        let errs: Vec<CidrError> = ["300.1.1.1", "10.0.0.0/33"]
-            .iter()
-            .filter_map(|s| s.parse::<meds_proto::Cidr>().err())
-            .collect();
+        use meds_proto::{Entry, EntryKind};
+        let errs: Vec<EntryParseError> = [
+            (EntryKind::Prefix, "300.1.1.1"),
+            (EntryKind::Prefix, "10.0.0.0/33"),
+            (EntryKind::Country, "zz"),
+            (EntryKind::Asn, "AS0"),
+        ]
+        .iter()
+        .filter_map(|(kind, s)| Entry::parse_user(*kind, s).err())
+        .collect();
+        assert_eq!(errs.len(), 4);
         let msg = CtlError::InvalidEntries(errs).to_string();
         assert!(msg.starts_with("invalid argument: "), "{msg}");
-        assert!(msg.contains("\"300.1.1.1\""), "{msg}");
-        assert!(msg.contains("\"10.0.0.0/33\""), "{msg}");
+        for needle in ["\"300.1.1.1\"", "\"10.0.0.0/33\"", "\"zz\"", "AS0"] {
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
     }
 
     #[test]

@@ -11,15 +11,16 @@ pub mod client;
 pub mod error;
 pub mod render;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Cidr, Entry, ListKind};
 use serde_json::Value;
 
-use crate::cli::{Cli, ListAction, ModifyArgs};
+use crate::cli::{Cli, Command, FeedsAction, ListOp};
 use crate::client::AdminClient;
 pub use crate::error::CtlError;
-use crate::render::{Change, CheckResult, Pending};
+use crate::error::EXIT_RUNTIME;
+use crate::render::{Change, CheckResult, FeedChange, Pending};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -36,7 +37,8 @@ pub struct Output {
     pub stdout: String,
     /// Lines for stderr (warnings that do not make the command fail).
     pub warnings: Vec<String>,
-    /// [`EXIT_OK`] or [`EXIT_NOT_FOUND`].
+    /// [`EXIT_OK`], [`EXIT_NOT_FOUND`] (`check`), or [`EXIT_RUNTIME`] when `feeds update`
+    /// printed its result but an attempt failed.
     pub code: u8,
 }
 
@@ -52,7 +54,7 @@ impl Output {
 
 /// Run one parsed command against the controller, bounded by `--timeout` as a whole.
 pub async fn run(cli: &Cli) -> Result<Output, CtlError> {
-    let limit = Duration::from_secs(cli.timeout);
+    let limit = cli.time_limit();
     match tokio::time::timeout(limit, execute(cli, limit)).await {
         Ok(result) => result,
         Err(_elapsed) => Err(CtlError::Timeout {
@@ -62,13 +64,14 @@ pub async fn run(cli: &Cli) -> Result<Output, CtlError> {
     }
 }
 
-/// Check every argument is an IP address or CIDR prefix, naming each one that is not.
-pub fn validate_entries(args: &[String]) -> Result<Vec<Cidr>, CtlError> {
+/// Check every argument is an entry of `list` (an IP address or CIDR prefix, a country code,
+/// an AS number), naming each one that is not.
+pub fn validate_entries(list: ListKind, args: &[String]) -> Result<Vec<Entry>, CtlError> {
     let mut good = Vec::with_capacity(args.len());
     let mut bad = Vec::new();
     for arg in args {
-        match arg.parse::<Cidr>() {
-            Ok(cidr) => good.push(cidr),
+        match Entry::parse_user(list.entry_kind(), arg) {
+            Ok(entry) => good.push(entry),
             Err(e) => bad.push(e),
         }
     }
@@ -79,15 +82,51 @@ pub fn validate_entries(args: &[String]) -> Result<Vec<Cidr>, CtlError> {
     }
 }
 
+/// Check `arg` is one IP address (not a prefix), with the same rules as a list entry.
+pub fn validate_address(arg: &str) -> Result<std::net::IpAddr, CtlError> {
+    if arg.contains('/') {
+        return Err(CtlError::InvalidArgument(format!(
+            "{:?} is a prefix: check one address, e.g. 203.0.113.7",
+            arg.chars().take(64).collect::<String>()
+        )));
+    }
+    arg.parse::<Cidr>()
+        .map(|c| c.addr())
+        .map_err(|e| CtlError::InvalidArgument(e.to_string()))
+}
+
 async fn execute(cli: &Cli, limit: Duration) -> Result<Output, CtlError> {
-    // `list_action` is `None` exactly for `status`.
-    let Some((list, action)) = cli.command.list_action() else {
-        return status(cli, limit).await;
-    };
-    match action {
-        ListAction::Add(args) => modify(cli, limit, Change::Add, list, args).await,
-        ListAction::Remove(args) => modify(cli, limit, Change::Remove, list, args).await,
-        ListAction::List => {
+    match &cli.command {
+        Command::Whitelist { action } => {
+            list_command(cli, limit, ListKind::IpAllow, action.op()).await
+        }
+        Command::Blacklist { action } => {
+            list_command(cli, limit, ListKind::IpBlock, action.op()).await
+        }
+        Command::Countries { action } => {
+            list_command(cli, limit, ListKind::CountryBlock, action.op()).await
+        }
+        Command::Asns { action } => list_command(cli, limit, ListKind::AsnBlock, action.op()).await,
+        Command::Check { ip } => check_ip(cli, limit, ip).await,
+        Command::Feeds { action } => feeds(cli, limit, action).await,
+        Command::Status => status(cli, limit).await,
+    }
+}
+
+async fn list_command(
+    cli: &Cli,
+    limit: Duration,
+    list: ListKind,
+    op: ListOp<'_>,
+) -> Result<Output, CtlError> {
+    match op {
+        ListOp::Add { entries, no_wait } => {
+            modify(cli, limit, Change::Add, list, entries, no_wait).await
+        }
+        ListOp::Remove { entries, no_wait } => {
+            modify(cli, limit, Change::Remove, list, entries, no_wait).await
+        }
+        ListOp::List => {
             let mut client = AdminClient::connect(&cli.socket, limit).await?;
             let entries = client.list(list).await?;
             Ok(Output::ok(if cli.json {
@@ -96,8 +135,8 @@ async fn execute(cli: &Cli, limit: Duration) -> Result<Output, CtlError> {
                 render::list_table(list, &entries)
             }))
         }
-        ListAction::Check { queries } => {
-            validate_entries(queries)?;
+        ListOp::Check { queries } => {
+            validate_entries(list, queries)?;
             let mut client = AdminClient::connect(&cli.socket, limit).await?;
             let mut results = Vec::with_capacity(queries.len());
             for query in queries {
@@ -137,20 +176,89 @@ async fn status(cli: &Cli, limit: Duration) -> Result<Output, CtlError> {
     }))
 }
 
+async fn check_ip(cli: &Cli, limit: Duration, ip: &str) -> Result<Output, CtlError> {
+    let ip = validate_address(ip)?;
+    let mut client = AdminClient::connect(&cli.socket, limit).await?;
+    let report = client.check_ip(ip.to_string()).await?;
+    Ok(Output::ok(if cli.json {
+        json_text(&render::check_ip_json(&report))
+    } else {
+        render::check_ip_text(&report)
+    }))
+}
+
+async fn feeds(cli: &Cli, limit: Duration, action: &FeedsAction) -> Result<Output, CtlError> {
+    let mut client = AdminClient::connect(&cli.socket, limit).await?;
+    let (name, change, enabled, url) = match action {
+        FeedsAction::List => {
+            let feeds = client.list_feeds().await?;
+            return Ok(Output::ok(feeds_text(cli, &feeds)));
+        }
+        FeedsAction::Update { names } => {
+            let feeds = client.update_feeds(names.clone()).await?;
+            let warnings: Vec<String> = feeds
+                .iter()
+                .filter(|f| !f.last_error.is_empty())
+                .map(render::feed_failure_warning)
+                .collect();
+            let code = if warnings.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_RUNTIME
+            };
+            let stdout = if feeds.is_empty() && !cli.json {
+                "no feed was updated: every feed is disabled".to_string()
+            } else {
+                feeds_text(cli, &feeds)
+            };
+            return Ok(Output {
+                stdout,
+                warnings,
+                code,
+            });
+        }
+        FeedsAction::Enable { name } => (name, FeedChange::Enable, Some(true), None),
+        FeedsAction::Disable { name } => (name, FeedChange::Disable, Some(false), None),
+        FeedsAction::SetUrl { name, url } => (name, FeedChange::SetUrl, None, Some(url.clone())),
+        FeedsAction::ResetUrl { name } => (name, FeedChange::ResetUrl, None, Some(String::new())),
+    };
+    let feed = client.configure_feed(name.clone(), enabled, url).await?;
+    Ok(Output::ok(if cli.json {
+        json_text(&render::feed_json(&feed))
+    } else {
+        render::feed_summary(change, &feed, now_unix())
+    }))
+}
+
+fn feeds_text(cli: &Cli, feeds: &[meds_proto::pb::FeedStatus]) -> String {
+    if cli.json {
+        json_text(&render::feeds_json(feeds))
+    } else {
+        render::feeds_table(feeds, now_unix())
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 async fn modify(
     cli: &Cli,
     limit: Duration,
     change: Change,
     list: ListKind,
-    args: &ModifyArgs,
+    entries: &[String],
+    no_wait: bool,
 ) -> Result<Output, CtlError> {
-    validate_entries(&args.entries)?;
-    let wait = !args.no_wait;
+    validate_entries(list, entries)?;
+    let wait = !no_wait;
     let mut client = AdminClient::connect(&cli.socket, limit).await?;
-    let entries = args.entries.clone();
     let response = match change {
-        Change::Add => client.add(list, entries, wait).await?,
-        Change::Remove => client.remove(list, entries, wait).await?,
+        Change::Add => client.add(list, entries.to_vec(), wait).await?,
+        Change::Remove => client.remove(list, entries.to_vec(), wait).await?,
     };
     let mut warnings = Vec::new();
     if wait && !response.applied {
@@ -166,7 +274,7 @@ async fn modify(
     let stdout = if cli.json {
         json_text(&render::modify_json(&response))
     } else {
-        render::modify_summary(change, list, args.entries.len(), &response, wait)
+        render::modify_summary(change, list, entries.len(), &response, wait)
     };
     Ok(Output {
         stdout,
@@ -184,27 +292,33 @@ fn json_text(value: &Value) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)] // Tests panic on purpose.
 mod tests {
     use super::*;
-    use meds_proto::CidrError;
+    use meds_proto::{AsnError, CidrError, CountryError, EntryParseError};
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn shown(entries: &[Entry]) -> Vec<String> {
+        entries.iter().map(Entry::to_string).collect()
+    }
+
     #[test]
     fn valid_entries_pass_in_order() {
-        let ok = validate_entries(&args(&[
-            "203.0.113.0",
-            "203.0.113.255/32",
-            "203.0.113.7/24",
-            "0.0.0.0/0",
-            "2001:db8::/32",
-            "2001:db8::1/128",
-            " 198.51.100.1 ",
-        ]))
+        let ok = validate_entries(
+            ListKind::IpBlock,
+            &args(&[
+                "203.0.113.0",
+                "203.0.113.255/32",
+                "203.0.113.7/24",
+                "0.0.0.0/0",
+                "2001:db8::/32",
+                "2001:db8::1/128",
+                " 198.51.100.1 ",
+            ]),
+        )
         .expect("all valid");
-        let shown: Vec<String> = ok.iter().map(Cidr::to_string).collect();
         assert_eq!(
-            shown,
+            shown(&ok),
             [
                 "203.0.113.0/32",
                 "203.0.113.255/32",
@@ -215,47 +329,122 @@ mod tests {
                 "198.51.100.1/32",
             ]
         );
+        let ok = validate_entries(ListKind::CountryBlock, &args(&["FR", "de", "Xk", " us "]))
+            .expect("all valid");
+        assert_eq!(shown(&ok), ["fr", "de", "xk", "us"]);
+        let ok = validate_entries(
+            ListKind::AsnBlock,
+            &args(&["64496", "AS64497", "as1", "4294967294"]),
+        )
+        .expect("all valid");
+        assert_eq!(shown(&ok), ["64496", "64497", "1", "4294967294"]);
         assert_eq!(
-            validate_entries(&[]).expect("nothing to refuse"),
-            Vec::<Cidr>::new()
+            validate_entries(ListKind::IpAllow, &[]).expect("nothing to refuse"),
+            Vec::<Entry>::new()
         );
     }
 
     #[test]
     fn invalid_entries_are_all_reported() {
-        type Check = fn(&CidrError) -> bool;
-        let cases: [(&[&str], &[Check]); 5] = [
+        type Check = fn(&EntryParseError) -> bool;
+        let cases: [(ListKind, &[&str], &[Check]); 9] = [
             (
+                ListKind::IpBlock,
                 &["300.1.1.1"],
-                &[|e| matches!(e, CidrError::InvalidAddress(_))],
+                &[|e| matches!(e, EntryParseError::Prefix(CidrError::InvalidAddress(_)))],
             ),
             (
+                ListKind::IpBlock,
                 &["203.0.113.0/33"],
-                &[|e| matches!(e, CidrError::InvalidPrefixLength { max: 32, .. })],
+                &[|e| {
+                    matches!(
+                        e,
+                        EntryParseError::Prefix(CidrError::InvalidPrefixLength { max: 32, .. })
+                    )
+                }],
             ),
             (
+                ListKind::IpAllow,
                 &["2001:db8::/129"],
-                &[|e| matches!(e, CidrError::InvalidPrefixLength { max: 128, .. })],
+                &[|e| {
+                    matches!(
+                        e,
+                        EntryParseError::Prefix(CidrError::InvalidPrefixLength { max: 128, .. })
+                    )
+                }],
             ),
-            (&[""], &[|e| matches!(e, CidrError::Empty)]),
             (
+                ListKind::IpAllow,
+                &[""],
+                &[|e| matches!(e, EntryParseError::Prefix(CidrError::Empty))],
+            ),
+            (
+                ListKind::IpBlock,
                 &["203.0.113.7", "bad", "::ffff:192.0.2.1", "10.0.0.0/8"],
                 &[
-                    |e| matches!(e, CidrError::InvalidAddress(_)),
-                    |e| matches!(e, CidrError::Ipv4Mapped(_)),
+                    |e| matches!(e, EntryParseError::Prefix(CidrError::InvalidAddress(_))),
+                    |e| matches!(e, EntryParseError::Prefix(CidrError::Ipv4Mapped(_))),
                 ],
             ),
+            (
+                ListKind::CountryBlock,
+                &["fr", "zz", "FRA", "de"],
+                &[
+                    |e| matches!(e, EntryParseError::Country(CountryError::Unassigned(_))),
+                    |e| matches!(e, EntryParseError::Country(CountryError::Malformed(_))),
+                ],
+            ),
+            (
+                ListKind::CountryBlock,
+                &["203.0.113.7"],
+                &[|e| matches!(e, EntryParseError::Country(CountryError::Malformed(_)))],
+            ),
+            (
+                ListKind::AsnBlock,
+                &["AS0", "64496", "ASN5", "23456"],
+                &[
+                    |e| matches!(e, EntryParseError::Asn(AsnError::Reserved(0))),
+                    |e| matches!(e, EntryParseError::Asn(AsnError::Invalid(_))),
+                    |e| matches!(e, EntryParseError::Asn(AsnError::Reserved(23456))),
+                ],
+            ),
+            (
+                ListKind::AsnBlock,
+                &["4294967296"],
+                &[|e| matches!(e, EntryParseError::Asn(AsnError::Invalid(_)))],
+            ),
         ];
-        for (input, checks) in cases {
-            match validate_entries(&args(input)) {
+        for (list, input, checks) in cases {
+            match validate_entries(list, &args(input)) {
                 Err(CtlError::InvalidEntries(errors)) => {
                     assert_eq!(errors.len(), checks.len(), "{input:?}: {errors:?}");
                     for (err, check) in errors.iter().zip(checks) {
                         assert!(check(err), "{input:?}: {err:?}");
                     }
                 }
-                other => panic!("{input:?}: expected InvalidEntries, got {other:?}"),
+                other => panic!("{list} {input:?}: expected InvalidEntries, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn addresses_for_check() {
+        for (arg, want) in [
+            ("203.0.113.7", "203.0.113.7"),
+            (" 2001:DB8::1 ", "2001:db8::1"),
+        ] {
+            assert_eq!(validate_address(arg).unwrap().to_string(), want);
+        }
+        for (arg, want) in [
+            ("203.0.113.0/24", "is a prefix"),
+            ("203.0.113.7/32", "is a prefix"),
+            ("300.1.1.1", "\"300.1.1.1\""),
+            ("::ffff:192.0.2.1", "IPv4-mapped"),
+            ("", "empty value"),
+        ] {
+            let err = validate_address(arg).unwrap_err();
+            assert_eq!(err.exit_code(), error::EXIT_INVALID);
+            assert!(err.to_string().contains(want), "{arg:?}: {err}");
         }
     }
 
@@ -264,25 +453,50 @@ mod tests {
         use clap::Parser;
         // The socket does not exist: reaching it would be exit 3, refusing first is exit 4.
         let socket = "/nonexistent/medsctl-unit/admin.sock";
-        for command in [
-            ["blacklist", "add"],
-            ["whitelist", "remove"],
-            ["blacklist", "check"],
-        ] {
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["blacklist", "add", "203.0.113.7", "203.0.113.7/40"],
+                "\"203.0.113.7/40\"",
+            ),
+            (
+                &["whitelist", "remove", "203.0.113.7/40"],
+                "\"203.0.113.7/40\"",
+            ),
+            (
+                &["blacklist", "check", "203.0.113.7/40"],
+                "\"203.0.113.7/40\"",
+            ),
+            (&["countries", "add", "fr", "zz"], "\"zz\""),
+            (&["countries", "remove", "USA"], "\"USA\""),
+            (&["countries", "check", "eu"], "\"eu\""),
+            (&["asns", "add", "64496", "AS0"], "AS0 is reserved"),
+            (&["asns", "check", "ASN1"], "\"ASN1\""),
+            (&["check", "203.0.113.0/24"], "is a prefix"),
+        ];
+        for (command, needle) in cases {
             let cli = Cli::try_parse_from(
-                ["medsctl", "--socket"]
+                ["medsctl", "--socket", socket]
                     .into_iter()
-                    .chain([socket])
-                    .chain(command)
-                    .chain(["203.0.113.7", "203.0.113.7/40"]),
+                    .chain(command.iter().copied()),
             )
             .expect("parses");
             let err = run(&cli).await.expect_err("refused");
             assert_eq!(err.exit_code(), error::EXIT_INVALID, "{command:?}: {err}");
-            assert!(err.to_string().contains("\"203.0.113.7/40\""), "{err}");
+            assert!(err.to_string().contains(needle), "{command:?}: {err}");
         }
-        let cli = Cli::try_parse_from(["medsctl", "--socket", socket, "status"]).expect("parses");
-        let err = run(&cli).await.expect_err("no controller");
-        assert_eq!(err.exit_code(), error::EXIT_RUNTIME, "{err}");
+        for command in [
+            &["status"][..],
+            &["feeds", "list"],
+            &["check", "203.0.113.7"],
+        ] {
+            let cli = Cli::try_parse_from(
+                ["medsctl", "--socket", socket]
+                    .into_iter()
+                    .chain(command.iter().copied()),
+            )
+            .expect("parses");
+            let err = run(&cli).await.expect_err("no controller");
+            assert_eq!(err.exit_code(), error::EXIT_RUNTIME, "{command:?}: {err}");
+        }
     }
 }

@@ -1,21 +1,49 @@
 //! Rendering: command results to the text an operator reads (tables via `tabled`) or to the
-//! JSON documents scripts read (`--json`). Pure functions: no I/O, no clock, no controller.
+//! JSON documents scripts read (`--json`). Pure functions: no I/O, no clock (the current time is
+//! a parameter), no controller.
+//!
+//! Text that may originate outside the controller (a feed URL, a feed's error message, which
+//! can quote a remote server) is shown with control characters replaced, so it cannot drive
+//! the operator's terminal.
 //!
 //! The JSON shapes are part of medsctl's interface (see the README); change them only in a
 //! compatible way.
 
 use meds_proto::pb;
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Cidr, EntryKind, ListKind};
 use serde_json::{Value, json};
 use tabled::builder::Builder;
 use tabled::settings::object::Columns;
 use tabled::settings::{Alignment, Padding, Style};
 
-/// The name operators use for a list (also the `"list"` field of `list --json`).
+/// The name operators use for a list (also the `"list"` field of `list --json` and the keys
+/// of `status --json`'s `"lists"`), as the controller's REST API names it.
 pub fn list_name(list: ListKind) -> &'static str {
     match list {
         ListKind::IpAllow => "whitelist",
         ListKind::IpBlock => "blacklist",
+        ListKind::FeedFireHol => "firehol",
+        ListKind::FeedSpamhaus => "spamhaus",
+        ListKind::FeedFeodo => "feodo",
+        ListKind::CountryBlock => "countries",
+        ListKind::AsnBlock => "asns",
+        ListKind::FeedAsnDrop => "spamhaus_asndrop",
+        ListKind::IpAsn => "iplocate",
+    }
+}
+
+/// How a sentence names a list ("added 2 entries to the country blocklist").
+pub fn list_title(list: ListKind) -> &'static str {
+    match list {
+        ListKind::IpAllow => "whitelist",
+        ListKind::IpBlock => "blacklist",
+        ListKind::FeedFireHol => "FireHOL feed",
+        ListKind::FeedSpamhaus => "Spamhaus DROP feed",
+        ListKind::FeedFeodo => "Feodo feed",
+        ListKind::CountryBlock => "country blocklist",
+        ListKind::AsnBlock => "ASN blocklist",
+        ListKind::FeedAsnDrop => "Spamhaus ASN-DROP feed",
+        ListKind::IpAsn => "IP-to-ASN table",
     }
 }
 
@@ -60,15 +88,29 @@ impl Pending {
     }
 }
 
-/// Table for `list`: one row per entry with its address family.
+/// Table for `list`: one row per entry; prefixes with their address family.
 pub fn list_table(list: ListKind, entries: &[String]) -> String {
     if entries.is_empty() {
-        return format!("the {} is empty", list_name(list));
+        return format!("the {} is empty", list_title(list));
     }
     let mut builder = Builder::default();
-    builder.push_record(["ENTRY", "FAMILY"]);
-    for entry in entries {
-        builder.push_record([entry.as_str(), family(entry)]);
+    match list.entry_kind() {
+        EntryKind::Prefix => {
+            builder.push_record(["ENTRY", "FAMILY"]);
+            for entry in entries {
+                builder.push_record([entry.as_str(), family(entry)]);
+            }
+        }
+        kind => {
+            builder.push_record([match kind {
+                EntryKind::Country => "COUNTRY",
+                EntryKind::Asn => "ASN",
+                _ => "ENTRY",
+            }]);
+            for entry in entries {
+                builder.push_record([entry.as_str()]);
+            }
+        }
     }
     grid(builder)
 }
@@ -87,7 +129,7 @@ pub fn modify_summary(
     response: &pb::ModifyEntriesResponse,
     waited: bool,
 ) -> String {
-    let name = list_name(list);
+    let name = list_title(list);
     let changed = u64::from(response.changed);
     let requested = u64::try_from(requested).unwrap_or(u64::MAX);
     let what = match (change, changed) {
@@ -158,7 +200,7 @@ pub fn check_json(results: &[CheckResult]) -> Value {
 
 /// The `status` view: a key/value table, then the decision counters when reported.
 pub fn status_text(status: &pb::StatusResponse) -> String {
-    let (whitelist, blacklist) = list_sizes(status);
+    let sizes = list_sizes(status);
     let mut kv = Builder::default();
     let mut row = |key: &str, value: String| kv.push_record([key.to_string(), value]);
     row("controller version", or_dash(&status.controller_version));
@@ -177,8 +219,9 @@ pub fn status_text(status: &pb::StatusResponse) -> String {
     );
     row("dataplane version", or_dash(&status.dataplane_version));
     row("dataplane queues", queues_text(&status.dataplane_queues));
-    row("whitelist entries", whitelist.to_string());
-    row("blacklist entries", blacklist.to_string());
+    for (list, n) in sizes {
+        row(&format!("{} entries", list_name(list)), n.to_string());
+    }
     match &status.dataplane_stats {
         None => row("dataplane stats", "none reported".to_string()),
         Some(stats) => {
@@ -187,12 +230,7 @@ pub fn status_text(status: &pb::StatusResponse) -> String {
             row("verdict errors", stats.verdict_errors.to_string());
         }
     }
-    let mut table = kv.build();
-    table
-        .with(Style::empty())
-        .modify(Columns::first(), Padding::new(0, 2, 0, 0))
-        .modify(Columns::last(), Padding::zero());
-    let mut out = trim_lines(&table.to_string());
+    let mut out = key_values(kv);
 
     if let Some(stats) = &status.dataplane_stats
         && !stats.decisions.is_empty()
@@ -219,7 +257,10 @@ pub fn status_text(status: &pb::StatusResponse) -> String {
 
 /// The `status --json` document (shape documented in the README).
 pub fn status_json(status: &pb::StatusResponse) -> Value {
-    let (whitelist, blacklist) = list_sizes(status);
+    let lists: serde_json::Map<String, Value> = list_sizes(status)
+        .into_iter()
+        .map(|(list, n)| (list_name(list).to_string(), Value::from(n)))
+        .collect();
     let stats = match &status.dataplane_stats {
         None => Value::Null,
         Some(s) => {
@@ -255,24 +296,305 @@ pub fn status_json(status: &pb::StatusResponse) -> Value {
         "applied_generation": status.applied_generation,
         "dataplane_version": dataplane_version,
         "dataplane_queues": status.dataplane_queues,
-        "lists": { "whitelist": whitelist, "blacklist": blacklist },
+        "lists": lists,
         "controller_uptime_seconds": status.controller_uptime_seconds,
         "dataplane_stats": stats,
     })
 }
 
-/// Entry counts of (whitelist, blacklist); lists the controller did not report count as 0 and
-/// lists this medsctl does not know are ignored.
-fn list_sizes(status: &pb::StatusResponse) -> (u64, u64) {
-    let mut sizes = (0u64, 0u64);
+/// Entry counts of every list, in chain order; lists the controller did not report count as 0
+/// and lists this medsctl does not know are ignored.
+fn list_sizes(status: &pb::StatusResponse) -> [(ListKind, u64); ListKind::ALL.len()] {
+    let mut sizes = ListKind::ALL.map(|k| (k, 0u64));
     for size in &status.lists {
-        match ListKind::from_wire(size.list) {
-            Some(ListKind::IpAllow) => sizes.0 = sizes.0.saturating_add(size.entries),
-            Some(ListKind::IpBlock) => sizes.1 = sizes.1.saturating_add(size.entries),
-            None => {}
+        if let Some(kind) = ListKind::from_wire(size.list)
+            && let Some(slot) = sizes.iter_mut().find(|(k, _)| *k == kind)
+        {
+            slot.1 = slot.1.saturating_add(size.entries);
         }
     }
     sizes
+}
+
+/// The `check IP` view: the lists and feeds containing the address (most specific entry of
+/// each), then what the IP-to-ASN table says about it.
+pub fn check_ip_text(report: &pb::CheckIpResponse) -> String {
+    let mut out = if report.lists.is_empty() {
+        format!("{} is on no list or feed", report.ip)
+    } else {
+        let mut builder = Builder::default();
+        builder.push_record(["LIST", "ENTRY"]);
+        for m in &report.lists {
+            builder.push_record([m.list.as_str(), m.entry.as_str()]);
+        }
+        grid(builder)
+    };
+    let mut kv = Builder::default();
+    let mut row = |key: &str, value: String| kv.push_record([key.to_string(), value]);
+    row(
+        "asn",
+        if report.asn == 0 {
+            "-".to_string()
+        } else {
+            format!("AS{}", report.asn)
+        },
+    );
+    row("country", or_dash(&report.country));
+    row("network", or_dash(&report.network));
+    row(
+        "country blocked",
+        yes_no(report.country_blocked).to_string(),
+    );
+    row(
+        "asn lists",
+        if report.asn_lists.is_empty() {
+            "-".to_string()
+        } else {
+            report.asn_lists.join(", ")
+        },
+    );
+    out.push_str("\n\n");
+    out.push_str(&key_values(kv));
+    out
+}
+
+/// The `check IP --json` document: the CheckIpResponse fields; `asn`, `country` and `network`
+/// are `null` when the IP-to-ASN table has no row for the address.
+pub fn check_ip_json(report: &pb::CheckIpResponse) -> Value {
+    let lists: Vec<Value> = report
+        .lists
+        .iter()
+        .map(|m| json!({ "list": m.list, "entry": m.entry }))
+        .collect();
+    json!({
+        "ip": report.ip,
+        "lists": lists,
+        "asn": (report.asn != 0).then_some(report.asn),
+        "country": non_empty(&report.country),
+        "network": non_empty(&report.network),
+        "country_blocked": report.country_blocked,
+        "asn_lists": report.asn_lists,
+    })
+}
+
+/// Longest feed error shown in the `feeds list` table (the JSON has all of it).
+const ERROR_CELL_CHARS: usize = 48;
+
+/// The `feeds list` / `feeds update` table. `now_unix` is the current time, for relative times.
+pub fn feeds_table(feeds: &[pb::FeedStatus], now_unix: u64) -> String {
+    if feeds.is_empty() {
+        return "no feeds".to_string();
+    }
+    let mut builder = Builder::default();
+    builder.push_record([
+        "NAME",
+        "LIST",
+        "ENABLED",
+        "ENTRIES",
+        "LAST SUCCESS",
+        "LAST ERROR",
+        "NEXT UPDATE",
+    ]);
+    for f in feeds {
+        let error = if f.last_error.is_empty() {
+            "-".to_string()
+        } else {
+            clip(&printable(&f.last_error), ERROR_CELL_CHARS)
+        };
+        let next = if !f.enabled {
+            "-".to_string()
+        } else if f.next_update_unix == 0 {
+            "not scheduled".to_string()
+        } else if f.next_update_unix <= now_unix {
+            "due now".to_string()
+        } else {
+            relative_time(f.next_update_unix, now_unix)
+        };
+        builder.push_record([
+            printable(&f.name),
+            printable(&f.list),
+            yes_no(f.enabled).to_string(),
+            f.entries.to_string(),
+            relative_time(f.last_success_unix, now_unix),
+            error,
+            next,
+        ]);
+    }
+    let mut table = builder.build();
+    table
+        .with(Style::psql())
+        .modify(Columns::one(3), Alignment::right());
+    trim_lines(&table.to_string())
+}
+
+/// `{"feeds":[...]}`, each as [`feed_json`].
+pub fn feeds_json(feeds: &[pb::FeedStatus]) -> Value {
+    json!({ "feeds": feeds.iter().map(feed_json).collect::<Vec<_>>() })
+}
+
+/// One feed: the FeedStatus fields (times as Unix seconds, `null` for never) plus the same
+/// times in ISO 8601 UTC (`last_success`, `last_attempt`, `next_update`); `last_error` is
+/// `null` when the last attempt succeeded.
+pub fn feed_json(f: &pb::FeedStatus) -> Value {
+    let unix = |t: u64| (t != 0).then_some(t);
+    let iso = |t: u64| (t != 0).then(|| iso_time(t));
+    json!({
+        "name": f.name,
+        "list": f.list,
+        "enabled": f.enabled,
+        "url": f.url,
+        "entries": f.entries,
+        "last_success_unix": unix(f.last_success_unix),
+        "last_success": iso(f.last_success_unix),
+        "last_attempt_unix": unix(f.last_attempt_unix),
+        "last_attempt": iso(f.last_attempt_unix),
+        "next_update_unix": unix(f.next_update_unix),
+        "next_update": iso(f.next_update_unix),
+        "last_error": non_empty(&f.last_error),
+        "failures": f.failures,
+        "rejected_lines": f.rejected_lines,
+    })
+}
+
+/// What `feeds enable|disable|set-url|reset-url` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedChange {
+    Enable,
+    Disable,
+    SetUrl,
+    ResetUrl,
+}
+
+/// One line confirming a feed configuration change, from the controller's answer.
+pub fn feed_summary(change: FeedChange, f: &pb::FeedStatus, now_unix: u64) -> String {
+    let name = printable(&f.name);
+    let state = format!(
+        "{} list, {}, last success {}",
+        printable(&f.list),
+        entries(f.entries),
+        relative_time(f.last_success_unix, now_unix)
+    );
+    match change {
+        FeedChange::Enable => format!("enabled feed {name} ({state})"),
+        FeedChange::Disable => format!("disabled feed {name} ({state})"),
+        FeedChange::SetUrl => format!("feed {name} now fetches {}", printable(&f.url)),
+        FeedChange::ResetUrl => {
+            format!(
+                "feed {name} fetches its default URL again: {}",
+                printable(&f.url)
+            )
+        }
+    }
+}
+
+/// The warning printed (on stderr) for a feed whose update attempt failed.
+pub fn feed_failure_warning(f: &pb::FeedStatus) -> String {
+    format!(
+        "feed {} was not updated: {}; its last good copy ({}) stays in force",
+        printable(&f.name),
+        printable(&f.last_error),
+        entries(f.entries)
+    )
+}
+
+/// `3h 2m ago`, `in 59m 30s`, `never` (0), `now`; two units at most.
+pub fn relative_time(t: u64, now_unix: u64) -> String {
+    if t == 0 {
+        return "never".to_string();
+    }
+    match t.cmp(&now_unix) {
+        std::cmp::Ordering::Less => format!("{} ago", short_duration(now_unix - t)),
+        std::cmp::Ordering::Equal => "now".to_string(),
+        std::cmp::Ordering::Greater => format!("in {}", short_duration(t - now_unix)),
+    }
+}
+
+/// Last second of 9999-12-31 UTC: later times are shown as raw numbers.
+const MAX_ISO_SECS: u64 = 253_402_300_799;
+
+/// `2024-05-01T12:00:00Z` (UTC); `@N` for times past the year 9999.
+pub fn iso_time(secs: u64) -> String {
+    if secs > MAX_ISO_SECS {
+        return format!("@{secs}");
+    }
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm,
+/// restricted to non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The two largest non-zero units: `2d 3h`, `3h 0m`, `5m 7s`, `42s`.
+fn short_duration(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Control characters (including escape sequences' ESC) become `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// At most `max` characters, `…` marking a cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn non_empty(s: &str) -> Value {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        Value::from(s)
+    }
+}
+
+/// A borderless two-column key/value table without trailing spaces.
+fn key_values(kv: Builder) -> String {
+    let mut table = kv.build();
+    table
+        .with(Style::empty())
+        .modify(Columns::first(), Padding::new(0, 2, 0, 0))
+        .modify(Columns::last(), Padding::zero());
+    trim_lines(&table.to_string())
 }
 
 /// Render a psql-style grid without trailing spaces.
@@ -382,9 +704,31 @@ mod tests {
     }
 
     #[test]
+    fn country_and_asn_tables() {
+        let want = [" COUNTRY", "---------", " de", " fr"];
+        assert_eq!(
+            list_table(ListKind::CountryBlock, &entries_of(&["de", "fr"])),
+            want.join("\n")
+        );
+        let want = [" ASN", "------------", " 64496", " 4294967294"];
+        assert_eq!(
+            list_table(ListKind::AsnBlock, &entries_of(&["64496", "4294967294"])),
+            want.join("\n")
+        );
+    }
+
+    #[test]
     fn list_table_edges() {
         assert_eq!(list_table(ListKind::IpAllow, &[]), "the whitelist is empty");
         assert_eq!(list_table(ListKind::IpBlock, &[]), "the blacklist is empty");
+        assert_eq!(
+            list_table(ListKind::CountryBlock, &[]),
+            "the country blocklist is empty"
+        );
+        assert_eq!(
+            list_table(ListKind::AsnBlock, &[]),
+            "the ASN blocklist is empty"
+        );
         // A controller answer that is not a prefix is shown, never a panic.
         let odd = entries_of(&["not-a-prefix"]);
         assert_eq!(
@@ -403,6 +747,38 @@ mod tests {
         assert_eq!(
             list_json(ListKind::IpBlock, &[]),
             json!({"list": "blacklist", "entries": []})
+        );
+        assert_eq!(
+            list_json(ListKind::CountryBlock, &entries_of(&["de", "fr"])),
+            json!({"list": "countries", "entries": ["de", "fr"]})
+        );
+        assert_eq!(
+            list_json(ListKind::AsnBlock, &entries_of(&["64496"])),
+            json!({"list": "asns", "entries": ["64496"]})
+        );
+    }
+
+    #[test]
+    fn every_list_has_a_distinct_name_and_title() {
+        let names: std::collections::BTreeSet<&str> =
+            ListKind::ALL.iter().map(|k| list_name(*k)).collect();
+        let titles: std::collections::BTreeSet<&str> =
+            ListKind::ALL.iter().map(|k| list_title(*k)).collect();
+        assert_eq!(names.len(), ListKind::ALL.len());
+        assert_eq!(titles.len(), ListKind::ALL.len());
+        assert_eq!(
+            ListKind::ALL.map(list_name),
+            [
+                "whitelist",
+                "blacklist",
+                "firehol",
+                "spamhaus",
+                "feodo",
+                "countries",
+                "asns",
+                "spamhaus_asndrop",
+                "iplocate"
+            ]
         );
     }
 
@@ -453,7 +829,7 @@ mod tests {
 
     #[test]
     fn modify_summaries() {
-        use ListKind::{IpAllow, IpBlock};
+        use ListKind::{AsnBlock, CountryBlock, IpAllow, IpBlock};
         let cases = [
             (
                 Change::Add,
@@ -510,6 +886,22 @@ mod tests {
                 modified(0, 5, true),
                 true,
                 "no change: the whitelist had none of 2 entries (generation 5, applied by the dataplane)",
+            ),
+            (
+                Change::Add,
+                CountryBlock,
+                2,
+                modified(2, 6, true),
+                true,
+                "added 2 entries to the country blocklist (generation 6, applied by the dataplane)",
+            ),
+            (
+                Change::Remove,
+                AsnBlock,
+                1,
+                modified(0, 6, false),
+                false,
+                "no change: the ASN blocklist had none of 1 entry (generation 6, not waiting for the dataplane)",
             ),
         ];
         for (change, list, requested, response, waited, want) in cases {
@@ -570,6 +962,13 @@ mod tests {
         }
     }
 
+    fn size(list: pb::ListKind, entries: u64) -> pb::ListSize {
+        pb::ListSize {
+            list: list as i32,
+            entries,
+        }
+    }
+
     fn status_full() -> pb::StatusResponse {
         pb::StatusResponse {
             controller_version: "0.1.0".into(),
@@ -579,14 +978,10 @@ mod tests {
             dataplane_version: "0.1.0".into(),
             dataplane_queues: vec![0, 1],
             lists: vec![
-                pb::ListSize {
-                    list: pb::ListKind::IpAllow as i32,
-                    entries: 2,
-                },
-                pb::ListSize {
-                    list: pb::ListKind::IpBlock as i32,
-                    entries: 1500,
-                },
+                size(pb::ListKind::IpAllow, 2),
+                size(pb::ListKind::IpBlock, 1500),
+                size(pb::ListKind::CountryBlock, 3),
+                size(pb::ListKind::IpAsn, 600_000),
                 // A list this medsctl does not know is ignored.
                 pb::ListSize {
                     list: 99,
@@ -611,18 +1006,25 @@ mod tests {
     #[test]
     fn status_text_snapshot_with_stats() {
         let want = "\
-controller version   0.1.0
-controller uptime    1d 2h 3m 4s
-generation           17
-dataplane connected  yes
-applied generation   17 (in sync)
-dataplane version    0.1.0
-dataplane queues     0, 1
-whitelist entries    2
-blacklist entries    1500
-packets processed    123456
-updates rejected     1
-verdict errors       0
+controller version        0.1.0
+controller uptime         1d 2h 3m 4s
+generation                17
+dataplane connected       yes
+applied generation        17 (in sync)
+dataplane version         0.1.0
+dataplane queues          0, 1
+whitelist entries         2
+blacklist entries         1500
+firehol entries           0
+spamhaus entries          0
+feodo entries             0
+countries entries         3
+asns entries              0
+spamhaus_asndrop entries  0
+iplocate entries          600000
+packets processed         123456
+updates rejected          1
+verdict errors            0
 
 ";
         let decisions = [
@@ -648,23 +1050,30 @@ verdict errors       0
             ..Default::default()
         };
         let want = "\
-controller version   0.1.0
-controller uptime    59s
-generation           5
-dataplane connected  no
-applied generation   3 (behind by 2)
-dataplane version    -
-dataplane queues     -
-whitelist entries    0
-blacklist entries    0
-dataplane stats      none reported";
+controller version        0.1.0
+controller uptime         59s
+generation                5
+dataplane connected       no
+applied generation        3 (behind by 2)
+dataplane version         -
+dataplane queues          -
+whitelist entries         0
+blacklist entries         0
+firehol entries           0
+spamhaus entries          0
+feodo entries             0
+countries entries         0
+asns entries              0
+spamhaus_asndrop entries  0
+iplocate entries          0
+dataplane stats           none reported";
         assert_eq!(status_text(&status), want);
     }
 
     #[test]
     fn status_text_from_an_empty_answer_never_panics() {
         let text = status_text(&pb::StatusResponse::default());
-        assert!(text.contains("applied generation   none\n"), "{text}");
+        assert!(text.contains("applied generation        none\n"), "{text}");
         assert!(!text.contains("VERDICT"), "{text}");
     }
 
@@ -679,7 +1088,17 @@ dataplane stats      none reported";
                 "applied_generation": 17,
                 "dataplane_version": "0.1.0",
                 "dataplane_queues": [0, 1],
-                "lists": {"whitelist": 2, "blacklist": 1500},
+                "lists": {
+                    "whitelist": 2,
+                    "blacklist": 1500,
+                    "firehol": 0,
+                    "spamhaus": 0,
+                    "feodo": 0,
+                    "countries": 3,
+                    "asns": 0,
+                    "spamhaus_asndrop": 0,
+                    "iplocate": 600_000,
+                },
                 "controller_uptime_seconds": 93_784,
                 "dataplane_stats": {
                     "packets_processed": 123_456,
@@ -702,11 +1121,298 @@ dataplane stats      none reported";
                 "applied_generation": 0,
                 "dataplane_version": null,
                 "dataplane_queues": [],
-                "lists": {"whitelist": 0, "blacklist": 0},
+                "lists": {
+                    "whitelist": 0,
+                    "blacklist": 0,
+                    "firehol": 0,
+                    "spamhaus": 0,
+                    "feodo": 0,
+                    "countries": 0,
+                    "asns": 0,
+                    "spamhaus_asndrop": 0,
+                    "iplocate": 0,
+                },
                 "controller_uptime_seconds": 0,
                 "dataplane_stats": null,
             })
         );
+    }
+
+    fn report_full() -> pb::CheckIpResponse {
+        pb::CheckIpResponse {
+            ip: "203.0.113.7".into(),
+            lists: vec![
+                pb::ListMatch {
+                    list: "blacklist".into(),
+                    entry: "203.0.113.7/32".into(),
+                },
+                pb::ListMatch {
+                    list: "firehol".into(),
+                    entry: "203.0.113.0/24".into(),
+                },
+            ],
+            asn: 64496,
+            country: "fr".into(),
+            network: "203.0.113.0/24".into(),
+            country_blocked: true,
+            asn_lists: vec!["asns".into(), "spamhaus_asndrop".into()],
+        }
+    }
+
+    #[test]
+    fn check_ip_text_snapshots() {
+        let want = [
+            " LIST      | ENTRY",
+            "-----------+----------------",
+            " blacklist | 203.0.113.7/32",
+            " firehol   | 203.0.113.0/24",
+            "",
+            "asn              AS64496",
+            "country          fr",
+            "network          203.0.113.0/24",
+            "country blocked  yes",
+            "asn lists        asns, spamhaus_asndrop",
+        ];
+        assert_eq!(check_ip_text(&report_full()), want.join("\n"));
+        let nothing = pb::CheckIpResponse {
+            ip: "192.0.2.1".into(),
+            ..Default::default()
+        };
+        let want = [
+            "192.0.2.1 is on no list or feed",
+            "",
+            "asn              -",
+            "country          -",
+            "network          -",
+            "country blocked  no",
+            "asn lists        -",
+        ];
+        assert_eq!(check_ip_text(&nothing), want.join("\n"));
+    }
+
+    #[test]
+    fn check_ip_json_shape() {
+        assert_eq!(
+            check_ip_json(&report_full()),
+            json!({
+                "ip": "203.0.113.7",
+                "lists": [
+                    {"list": "blacklist", "entry": "203.0.113.7/32"},
+                    {"list": "firehol", "entry": "203.0.113.0/24"},
+                ],
+                "asn": 64496,
+                "country": "fr",
+                "network": "203.0.113.0/24",
+                "country_blocked": true,
+                "asn_lists": ["asns", "spamhaus_asndrop"],
+            })
+        );
+        assert_eq!(
+            check_ip_json(&pb::CheckIpResponse {
+                ip: "2001:db8::1".into(),
+                ..Default::default()
+            }),
+            json!({
+                "ip": "2001:db8::1",
+                "lists": [],
+                "asn": null,
+                "country": null,
+                "network": null,
+                "country_blocked": false,
+                "asn_lists": [],
+            })
+        );
+    }
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn feeds() -> Vec<pb::FeedStatus> {
+        vec![
+            pb::FeedStatus {
+                name: "firehol_level1".into(),
+                list: "firehol".into(),
+                enabled: true,
+                url: "https://iplists.firehol.org/files/firehol_level1.netset".into(),
+                entries: 4521,
+                last_success_unix: NOW - 3750,
+                last_attempt_unix: NOW - 3750,
+                next_update_unix: NOW + 14_370,
+                last_error: String::new(),
+                failures: 0,
+                rejected_lines: 2,
+            },
+            pb::FeedStatus {
+                name: "spamhaus_drop".into(),
+                list: "spamhaus".into(),
+                enabled: true,
+                url: "https://www.spamhaus.org/drop/drop.txt".into(),
+                entries: 1234,
+                last_success_unix: NOW - 90_000,
+                last_attempt_unix: NOW - 60,
+                next_update_unix: NOW - 5,
+                last_error:
+                    "HTTP 503 Service Unavailable from https://www.spamhaus.org/drop/drop.txt"
+                        .into(),
+                failures: 3,
+                rejected_lines: 0,
+            },
+            pb::FeedStatus {
+                name: "feodo".into(),
+                list: "feodo".into(),
+                enabled: false,
+                url: "file:///srv/mirror/ipblocklist.txt".into(),
+                entries: 0,
+                last_success_unix: 0,
+                last_attempt_unix: 0,
+                next_update_unix: NOW + 60,
+                last_error: String::new(),
+                failures: 0,
+                rejected_lines: 0,
+            },
+            pb::FeedStatus {
+                name: "iplocate_v4".into(),
+                list: "iplocate".into(),
+                enabled: true,
+                url: "https://example.invalid/ip-to-asn.zip".into(),
+                entries: 600_000,
+                last_success_unix: NOW - 30,
+                last_attempt_unix: NOW,
+                next_update_unix: 0,
+                last_error: "bad\u{1b}[31mred\nline".into(),
+                failures: 1,
+                rejected_lines: 17,
+            },
+        ]
+    }
+
+    #[test]
+    fn feeds_table_snapshot() {
+        let want = [
+            " NAME           | LIST     | ENABLED | ENTRIES | LAST SUCCESS | LAST ERROR                                       | NEXT UPDATE",
+            "----------------+----------+---------+---------+--------------+--------------------------------------------------+---------------",
+            " firehol_level1 | firehol  | yes     |    4521 | 1h 2m ago    | -                                                | in 3h 59m",
+            " spamhaus_drop  | spamhaus | yes     |    1234 | 1d 1h ago    | HTTP 503 Service Unavailable from https://www.s… | due now",
+            " feodo          | feodo    | no      |       0 | never        | -                                                | -",
+            " iplocate_v4    | iplocate | yes     |  600000 | 30s ago      | bad?[31mred?line                                 | not scheduled",
+        ];
+        assert_eq!(feeds_table(&feeds(), NOW), want.join("\n"));
+        assert_eq!(feeds_table(&[], NOW), "no feeds");
+    }
+
+    #[test]
+    fn feeds_json_shape() {
+        let all = feeds_json(&feeds());
+        assert_eq!(all["feeds"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            all["feeds"][0],
+            json!({
+                "name": "firehol_level1",
+                "list": "firehol",
+                "enabled": true,
+                "url": "https://iplists.firehol.org/files/firehol_level1.netset",
+                "entries": 4521,
+                "last_success_unix": NOW - 3750,
+                "last_success": "2023-11-14T21:10:50Z",
+                "last_attempt_unix": NOW - 3750,
+                "last_attempt": "2023-11-14T21:10:50Z",
+                "next_update_unix": NOW + 14_370,
+                "next_update": "2023-11-15T02:12:50Z",
+                "last_error": null,
+                "failures": 0,
+                "rejected_lines": 2,
+            })
+        );
+        // Never: null times; an error is kept whole, as sent.
+        assert_eq!(all["feeds"][2]["last_success_unix"], Value::Null);
+        assert_eq!(all["feeds"][2]["last_success"], Value::Null);
+        assert_eq!(all["feeds"][3]["next_update"], Value::Null);
+        assert_eq!(all["feeds"][3]["last_error"], "bad\u{1b}[31mred\nline");
+        assert_eq!(feeds_json(&[]), json!({"feeds": []}));
+    }
+
+    #[test]
+    fn feed_summaries() {
+        let f = &feeds()[0];
+        let cases = [
+            (
+                FeedChange::Enable,
+                "enabled feed firehol_level1 (firehol list, 4521 entries, last success 1h 2m ago)",
+            ),
+            (
+                FeedChange::Disable,
+                "disabled feed firehol_level1 (firehol list, 4521 entries, last success 1h 2m ago)",
+            ),
+            (
+                FeedChange::SetUrl,
+                "feed firehol_level1 now fetches https://iplists.firehol.org/files/firehol_level1.netset",
+            ),
+            (
+                FeedChange::ResetUrl,
+                "feed firehol_level1 fetches its default URL again: https://iplists.firehol.org/files/firehol_level1.netset",
+            ),
+        ];
+        for (change, want) in cases {
+            assert_eq!(feed_summary(change, f, NOW), want);
+        }
+        assert_eq!(
+            feed_failure_warning(&feeds()[3]),
+            "feed iplocate_v4 was not updated: bad?[31mred?line; its last good copy \
+             (600000 entries) stays in force"
+        );
+    }
+
+    #[test]
+    fn relative_times() {
+        let cases = [
+            (0, "never"),
+            (NOW, "now"),
+            (NOW - 1, "1s ago"),
+            (NOW - 59, "59s ago"),
+            (NOW - 60, "1m 0s ago"),
+            (NOW - 3599, "59m 59s ago"),
+            (NOW - 3600, "1h 0m ago"),
+            (NOW - 86_399, "23h 59m ago"),
+            (NOW - 86_400, "1d 0h ago"),
+            (NOW + 1, "in 1s"),
+            (NOW + 90_061, "in 1d 1h"),
+            (u64::MAX, "in 213503982314925d 8h"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(relative_time(t, NOW), want, "{t}");
+        }
+        // A clock before 1970 or a controller far in the future never panics.
+        assert_eq!(relative_time(5, 0), "in 5s");
+        assert_eq!(relative_time(1, u64::MAX), "213503982334601d 7h ago");
+    }
+
+    #[test]
+    fn iso_times_at_calendar_edges() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (951_868_799, "2000-02-29T23:59:59Z"),
+            (4_107_456_000, "2100-02-28T00:00:00Z"),
+            (4_107_542_399, "2100-02-28T23:59:59Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (1_709_251_200, "2024-03-01T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (MAX_ISO_SECS, "9999-12-31T23:59:59Z"),
+            (MAX_ISO_SECS + 1, "@253402300800"),
+            (u64::MAX, "@18446744073709551615"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(iso_time(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn clipping_and_control_characters() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "ab…");
+        assert_eq!(clip("", 0), "");
+        assert_eq!(clip("ééééé", 4), "ééé…");
+        assert_eq!(printable("a\tb\r\n\u{7f}\u{9b}c"), "a?b????c");
     }
 
     #[test]
@@ -767,6 +1473,13 @@ dataplane stats      none reported";
             ],
             ..Default::default()
         };
-        assert_eq!(list_sizes(&status), (0, u64::MAX));
+        let sizes = list_sizes(&status);
+        assert_eq!(sizes[1], (ListKind::IpBlock, u64::MAX));
+        assert!(
+            sizes
+                .iter()
+                .filter(|(k, _)| *k != ListKind::IpBlock)
+                .all(|(_, n)| *n == 0)
+        );
     }
 }

@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use meds_proto::pb;
 use meds_proto::pb::admin_server::{Admin, AdminServer};
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Entry, ListKind};
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
 /// What the fake controller stores and how it behaves.
 #[derive(Debug, Default)]
 struct State {
-    lists: BTreeMap<ListKind, BTreeSet<Cidr>>,
+    lists: BTreeMap<ListKind, BTreeSet<Entry>>,
     generation: u64,
     /// A connected dataplane acknowledges every generation at once.
     dataplane_connected: bool,
@@ -31,6 +31,16 @@ struct State {
     calls: Vec<&'static str>,
     /// `wait_applied` of the last Add/Remove.
     last_wait: Option<bool>,
+    /// The feeds, as ListFeeds reports them.
+    feeds: Vec<pb::FeedStatus>,
+    /// Feeds whose next update attempt fails with this error.
+    failing_feeds: BTreeMap<String, String>,
+    /// Names of the last UpdateFeeds request.
+    last_update: Option<Vec<String>>,
+    /// The last ConfigureFeed request.
+    last_configure: Option<pb::ConfigureFeedRequest>,
+    /// The CheckIp answers, by address.
+    reports: BTreeMap<String, pb::CheckIpResponse>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,20 +59,61 @@ fn list_of(raw: i32) -> Result<ListKind, Status> {
 }
 
 /// Parse like the real controller does, and refuse prefixes that would match everything.
-fn parse_entries(entries: &[String]) -> Result<Vec<Cidr>, Status> {
+fn parse_entries(list: ListKind, entries: &[String]) -> Result<Vec<Entry>, Status> {
     let mut out = Vec::new();
     for entry in entries {
-        let cidr: Cidr = entry
-            .parse()
-            .map_err(|e: meds_proto::CidrError| Status::invalid_argument(e.to_string()))?;
-        if cidr.is_empty() {
+        let parsed = Entry::parse_user(list.entry_kind(), entry)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if matches!(parsed, Entry::Prefix(c) if c.is_empty()) {
             return Err(Status::invalid_argument(format!(
                 "{entry:?} would match every address"
             )));
         }
-        out.push(cidr);
+        out.push(parsed);
     }
     Ok(out)
+}
+
+/// The current time in Unix seconds.
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The fake's feeds, with times relative to `now` chosen away from minute boundaries (a test
+/// may take a few seconds between the fake answering and medsctl rendering).
+fn seed_feeds(now: u64) -> Vec<pb::FeedStatus> {
+    let feed = |name: &str, list: &str, entries: u64| pb::FeedStatus {
+        name: name.into(),
+        list: list.into(),
+        enabled: true,
+        url: format!("https://feeds.example.invalid/{name}"),
+        entries,
+        last_success_unix: now - 3750,
+        last_attempt_unix: now - 3750,
+        next_update_unix: now + 10_770,
+        last_error: String::new(),
+        failures: 0,
+        rejected_lines: 0,
+    };
+    vec![
+        feed("firehol_level1", "firehol", 4521),
+        pb::FeedStatus {
+            last_error: "HTTP 503 from feeds.example.invalid".into(),
+            last_attempt_unix: now - 630,
+            failures: 2,
+            ..feed("spamhaus_drop", "spamhaus", 1234)
+        },
+        pb::FeedStatus {
+            enabled: false,
+            last_success_unix: 0,
+            last_attempt_unix: 0,
+            entries: 0,
+            ..feed("feodo", "feodo", 0)
+        },
+    ]
 }
 
 impl FakeController {
@@ -77,14 +128,19 @@ impl FakeController {
             .push(if add { "AddEntries" } else { "RemoveEntries" });
         state.last_wait = Some(request.wait_applied);
         let list = list_of(request.list)?;
-        let entries = parse_entries(&request.entries)?;
+        if list.is_feed() {
+            return Err(Status::invalid_argument(format!(
+                "the {list} list is filled by its feed and cannot be edited"
+            )));
+        }
+        let entries = parse_entries(list, &request.entries)?;
         let set = state.lists.entry(list).or_default();
         let mut changed = 0u32;
-        for cidr in entries {
+        for entry in entries {
             let did = if add {
-                set.insert(cidr)
+                set.insert(entry)
             } else {
-                set.remove(&cidr)
+                set.remove(&entry)
             };
             changed += u32::from(did);
         }
@@ -136,7 +192,7 @@ impl Admin for FakeController {
                 String::new()
             },
             dataplane_queues: if connected { vec![0, 1] } else { vec![] },
-            lists: vec![size(ListKind::IpAllow), size(ListKind::IpBlock)],
+            lists: ListKind::ALL.into_iter().map(size).collect(),
             dataplane_stats: connected.then(|| pb::DataplaneStats {
                 packets_processed: 1000,
                 decisions: vec![
@@ -171,7 +227,7 @@ impl Admin for FakeController {
         let entries = state
             .lists
             .get(&list)
-            .map_or_else(Vec::new, |s| s.iter().map(Cidr::to_string).collect());
+            .map_or_else(Vec::new, |s| s.iter().map(Entry::to_string).collect());
         Ok(Response::new(pb::ListEntriesResponse { entries }))
     }
 
@@ -197,18 +253,136 @@ impl Admin for FakeController {
         state.calls.push("CheckEntry");
         let request = request.into_inner();
         let list = list_of(request.list)?;
-        let query: Cidr = request
-            .query
-            .parse()
-            .map_err(|e: meds_proto::CidrError| Status::invalid_argument(e.to_string()))?;
-        let mut matches: Vec<Cidr> = state.lists.get(&list).map_or_else(Vec::new, |s| {
-            s.iter().filter(|c| c.covers(&query)).copied().collect()
-        });
-        matches.sort_by_key(|c| std::cmp::Reverse(c.len()));
+        let query = Entry::parse_user(list.entry_kind(), &request.query)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let stored = state.lists.get(&list).cloned().unwrap_or_default();
+        let matches: Vec<String> = match query {
+            Entry::Prefix(q) => {
+                let mut covering: Vec<_> = stored
+                    .iter()
+                    .filter_map(|e| match e {
+                        Entry::Prefix(c) if c.covers(&q) => Some(*c),
+                        _ => None,
+                    })
+                    .collect();
+                covering.sort_by_key(|c| std::cmp::Reverse(c.len()));
+                covering.iter().map(ToString::to_string).collect()
+            }
+            other if stored.contains(&other) => vec![other.to_string()],
+            _ => Vec::new(),
+        };
         Ok(Response::new(pb::CheckEntryResponse {
             found: !matches.is_empty(),
-            matches: matches.iter().map(Cidr::to_string).collect(),
+            matches,
         }))
+    }
+
+    async fn check_ip(
+        &self,
+        request: Request<pb::CheckIpRequest>,
+    ) -> Result<Response<pb::CheckIpResponse>, Status> {
+        let mut state = self.state();
+        state.calls.push("CheckIp");
+        let ip = request.into_inner().ip;
+        let parsed: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("{ip:?} is not an address")))?;
+        let report = state
+            .reports
+            .get(&ip)
+            .cloned()
+            .unwrap_or_else(|| pb::CheckIpResponse {
+                ip: parsed.to_string(),
+                ..Default::default()
+            });
+        Ok(Response::new(report))
+    }
+
+    async fn list_feeds(
+        &self,
+        _: Request<pb::ListFeedsRequest>,
+    ) -> Result<Response<pb::ListFeedsResponse>, Status> {
+        let mut state = self.state();
+        state.calls.push("ListFeeds");
+        Ok(Response::new(pb::ListFeedsResponse {
+            feeds: state.feeds.clone(),
+        }))
+    }
+
+    async fn update_feeds(
+        &self,
+        request: Request<pb::UpdateFeedsRequest>,
+    ) -> Result<Response<pb::UpdateFeedsResponse>, Status> {
+        let mut state = self.state();
+        state.calls.push("UpdateFeeds");
+        let names = request.into_inner().names;
+        state.last_update = Some(names.clone());
+        for name in &names {
+            if !state.feeds.iter().any(|f| &f.name == name) {
+                return Err(Status::not_found(format!("no feed named {name:?}")));
+            }
+        }
+        let now = now_unix();
+        let failing = state.failing_feeds.clone();
+        let mut out = Vec::new();
+        for feed in state.feeds.iter_mut() {
+            let wanted = if names.is_empty() {
+                feed.enabled
+            } else {
+                names.contains(&feed.name)
+            };
+            if !wanted {
+                continue;
+            }
+            feed.last_attempt_unix = now;
+            match failing.get(&feed.name) {
+                Some(error) => {
+                    feed.last_error = error.clone();
+                    feed.failures += 1;
+                }
+                None => {
+                    feed.last_error.clear();
+                    // Away from minute boundaries: rendered as "1h 0m ago".
+                    feed.last_success_unix = now - 3630;
+                    feed.entries += 1;
+                }
+            }
+            feed.next_update_unix = now + 14_370;
+            out.push(feed.clone());
+        }
+        Ok(Response::new(pb::UpdateFeedsResponse { feeds: out }))
+    }
+
+    async fn configure_feed(
+        &self,
+        request: Request<pb::ConfigureFeedRequest>,
+    ) -> Result<Response<pb::FeedStatus>, Status> {
+        let mut state = self.state();
+        state.calls.push("ConfigureFeed");
+        let request = request.into_inner();
+        state.last_configure = Some(request.clone());
+        let Some(feed) = state.feeds.iter_mut().find(|f| f.name == request.name) else {
+            return Err(Status::not_found(format!(
+                "no feed named {:?}",
+                request.name
+            )));
+        };
+        if let Some(enabled) = request.enabled {
+            feed.enabled = enabled;
+        }
+        match request.url.as_deref() {
+            None => {}
+            Some("") => feed.url = format!("https://feeds.example.invalid/{}", feed.name),
+            Some(url) if url.starts_with("https://") || url.starts_with("file://") => {
+                feed.url = url.to_string();
+            }
+            Some(url) => {
+                return Err(Status::invalid_argument(format!(
+                    "{url:?}: only https:// and file:// URLs are allowed"
+                )));
+            }
+        }
+        Ok(Response::new(feed.clone()))
     }
 }
 
@@ -247,6 +421,7 @@ impl Harness {
         let socket = dir.path().join("admin.sock");
         let fake = FakeController::default();
         fake.state().dataplane_connected = true;
+        fake.state().feeds = seed_feeds(now_unix());
         let listener = {
             let _guard = runtime.enter();
             tokio::net::UnixListener::bind(&socket).expect("bind admin socket")
@@ -423,7 +598,17 @@ fn json_mode_shapes() {
             "applied_generation": 1,
             "dataplane_version": "9.9.8-test",
             "dataplane_queues": [0, 1],
-            "lists": {"whitelist": 2, "blacklist": 0},
+            "lists": {
+                "whitelist": 2,
+                "blacklist": 0,
+                "firehol": 0,
+                "spamhaus": 0,
+                "feodo": 0,
+                "countries": 0,
+                "asns": 0,
+                "spamhaus_asndrop": 0,
+                "iplocate": 0,
+            },
             "controller_uptime_seconds": 3725,
             "dataplane_stats": {
                 "packets_processed": 1000,
@@ -461,22 +646,30 @@ fn json_mode_shapes() {
 fn status_as_a_table() {
     let h = Harness::start();
     assert_ok(&h.run(&["blacklist", "add", "203.0.113.0/24"]));
+    assert_ok(&h.run(&["countries", "add", "FR"]));
 
     let run = h.run(&["status"]);
     assert_ok(&run);
     let want = [
-        "controller version   9.9.9-test",
-        "controller uptime    1h 2m 5s",
-        "generation           1",
-        "dataplane connected  yes",
-        "applied generation   1 (in sync)",
-        "dataplane version    9.9.8-test",
-        "dataplane queues     0, 1",
-        "whitelist entries    0",
-        "blacklist entries    1",
-        "packets processed    1000",
-        "updates rejected     0",
-        "verdict errors       2",
+        "controller version        9.9.9-test",
+        "controller uptime         1h 2m 5s",
+        "generation                2",
+        "dataplane connected       yes",
+        "applied generation        2 (in sync)",
+        "dataplane version         9.9.8-test",
+        "dataplane queues          0, 1",
+        "whitelist entries         0",
+        "blacklist entries         1",
+        "firehol entries           0",
+        "spamhaus entries          0",
+        "feodo entries             0",
+        "countries entries         1",
+        "asns entries              0",
+        "spamhaus_asndrop entries  0",
+        "iplocate entries          0",
+        "packets processed         1000",
+        "updates rejected          0",
+        "verdict errors            2",
         "",
         " VERDICT | FILTER | REASON    | PACKETS",
         "---------+--------+-----------+---------",
@@ -490,14 +683,18 @@ fn status_as_a_table() {
     assert_ok(&h.run(&["blacklist", "add", "198.51.100.0/24", "--no-wait"]));
     let run = h.run(&["status"]);
     assert_ok(&run);
-    assert!(run.stdout.contains("dataplane connected  no\n"), "{run:?}");
     assert!(
-        run.stdout
-            .contains("applied generation   1 (behind by 1)\n"),
+        run.stdout.contains("dataplane connected       no\n"),
         "{run:?}"
     );
     assert!(
-        run.stdout.contains("dataplane stats      none reported\n"),
+        run.stdout
+            .contains("applied generation        2 (behind by 1)\n"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("dataplane stats           none reported\n"),
         "{run:?}"
     );
     assert!(!run.stdout.contains("VERDICT"), "{run:?}");
@@ -702,4 +899,486 @@ fn a_socket_we_may_not_open_exits_3_with_the_group_hint() {
         "{run:?}"
     );
     assert_eq!(h.calls(), Vec::<&str>::new());
+}
+
+#[test]
+fn countries_add_list_check_remove() {
+    let h = Harness::start();
+    let run = h.run(&["countries", "add", "FR", "de"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "added 2 entries to the country blocklist (generation 1, applied by the dataplane)\n"
+    );
+    let run = h.run(&["countries", "add", "fr"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "no change: the country blocklist already had 1 entry (generation 1, applied by the dataplane)\n"
+    );
+
+    let run = h.run(&["countries", "list"]);
+    assert_ok(&run);
+    assert_eq!(run.stdout, " COUNTRY\n---------\n de\n fr\n");
+    let run = h.run(&["--json", "countries", "ls"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"list": "countries", "entries": ["de", "fr"]})
+    );
+
+    // Case-insensitive; one not found: exit 1 with the whole table.
+    let run = h.run(&["countries", "check", "FR", "us"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr, "");
+    let want = [
+        " QUERY | FOUND | MATCHES",
+        "-------+-------+---------",
+        " FR    | yes   | fr",
+        " us    | no    | -",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let run = h.run(&["--json", "countries", "check", "De"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"results": [{"query": "De", "found": true, "matches": ["de"]}]})
+    );
+
+    let run = h.run(&["countries", "rm", "FR", "--no-wait"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "removed 1 entry from the country blocklist (generation 2, applied by the dataplane)\n"
+    );
+    let run = h.run(&["--json", "countries", "remove", "de"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"changed": 1, "generation": 3, "applied": true})
+    );
+    let run = h.run(&["countries", "list"]);
+    assert_ok(&run);
+    assert_eq!(run.stdout, "the country blocklist is empty\n");
+    // The IP lists were never touched.
+    assert!(!h.fake.state().lists.contains_key(&ListKind::IpBlock));
+}
+
+#[test]
+fn asns_add_list_check_remove() {
+    let h = Harness::start();
+    let run = h.run(&["asns", "add", "AS64497", "64496", "as64496"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "added 2 of 3 entries to the ASN blocklist (generation 1, applied by the dataplane)\n"
+    );
+    let run = h.run(&["asns", "list"]);
+    assert_ok(&run);
+    assert_eq!(run.stdout, " ASN\n-------\n 64496\n 64497\n");
+    let run = h.run(&["--json", "asns", "list"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"list": "asns", "entries": ["64496", "64497"]})
+    );
+    let run = h.run(&["--json", "asns", "check", "as64496", "64511"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.json(),
+        json!({"results": [
+            {"query": "as64496", "found": true, "matches": ["64496"]},
+            {"query": "64511", "found": false, "matches": []},
+        ]})
+    );
+    let run = h.run(&["asns", "remove", "AS64496"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "removed 1 entry from the ASN blocklist (generation 2, applied by the dataplane)\n"
+    );
+    let run = h.run(&["asns", "check", "64497"]);
+    assert_ok(&run);
+}
+
+#[test]
+fn bad_countries_and_asns_exit_4_before_contacting_the_controller() {
+    let h = Harness::start();
+    // (arguments, every name the message must contain)
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["countries", "add", "fr", "zz", "USA"],
+            &["\"zz\"", "\"USA\""],
+        ),
+        (
+            &["countries", "remove", "eu"],
+            &["\"eu\" is not an assigned"],
+        ),
+        (&["countries", "check", "203.0.113.7"], &["\"203.0.113.7\""]),
+        (
+            &["asns", "add", "64496", "AS0", "ASN5"],
+            &["AS0 is reserved", "\"ASN5\""],
+        ),
+        (
+            &["--json", "asns", "check", "4294967296"],
+            &["\"4294967296\""],
+        ),
+        (&["asns", "remove", "23456"], &["AS23456 is reserved"]),
+    ];
+    for (args, needles) in cases {
+        let run = h.run(args);
+        assert_eq!(run.code, 4, "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(
+            run.stderr.starts_with("medsctl: invalid argument: "),
+            "{run:?}"
+        );
+        for needle in needles {
+            assert!(run.stderr.contains(needle), "{needle}: {run:?}");
+        }
+        // Only the bad arguments are reported, each once.
+        assert_eq!(
+            run.stderr.matches("; ").count() + 1,
+            needles.len(),
+            "{run:?}"
+        );
+    }
+    assert_eq!(h.calls(), Vec::<&str>::new());
+}
+
+fn report() -> pb::CheckIpResponse {
+    pb::CheckIpResponse {
+        ip: "203.0.113.7".into(),
+        lists: vec![
+            pb::ListMatch {
+                list: "blacklist".into(),
+                entry: "203.0.113.7/32".into(),
+            },
+            pb::ListMatch {
+                list: "spamhaus".into(),
+                entry: "203.0.113.0/24".into(),
+            },
+        ],
+        asn: 64496,
+        country: "fr".into(),
+        network: "203.0.113.0/24".into(),
+        country_blocked: true,
+        asn_lists: vec!["spamhaus_asndrop".into()],
+    }
+}
+
+#[test]
+fn check_ip_as_a_table_and_json() {
+    let h = Harness::start();
+    h.fake
+        .state()
+        .reports
+        .insert("203.0.113.7".into(), report());
+
+    let run = h.run(&["check", "203.0.113.7"]);
+    assert_ok(&run);
+    let want = [
+        " LIST      | ENTRY",
+        "-----------+----------------",
+        " blacklist | 203.0.113.7/32",
+        " spamhaus  | 203.0.113.0/24",
+        "",
+        "asn              AS64496",
+        "country          fr",
+        "network          203.0.113.0/24",
+        "country blocked  yes",
+        "asn lists        spamhaus_asndrop",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+
+    let run = h.run(&["check", "--json", " 203.0.113.7 "]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({
+            "ip": "203.0.113.7",
+            "lists": [
+                {"list": "blacklist", "entry": "203.0.113.7/32"},
+                {"list": "spamhaus", "entry": "203.0.113.0/24"},
+            ],
+            "asn": 64496,
+            "country": "fr",
+            "network": "203.0.113.0/24",
+            "country_blocked": true,
+            "asn_lists": ["spamhaus_asndrop"],
+        })
+    );
+
+    // On nothing at all: still exit 0 (it is a report, not a membership test).
+    let run = h.run(&["check", "2001:DB8::1"]);
+    assert_ok(&run);
+    let want = [
+        "2001:db8::1 is on no list or feed",
+        "",
+        "asn              -",
+        "country          -",
+        "network          -",
+        "country blocked  no",
+        "asn lists        -",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let run = h.run(&["--json", "check", "192.0.2.1"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({
+            "ip": "192.0.2.1",
+            "lists": [],
+            "asn": null,
+            "country": null,
+            "network": null,
+            "country_blocked": false,
+            "asn_lists": [],
+        })
+    );
+    assert_eq!(h.calls(), ["CheckIp", "CheckIp", "CheckIp", "CheckIp"]);
+
+    // Not one address: exit 4 without asking.
+    for bad in [
+        "203.0.113.0/24",
+        "300.1.1.1",
+        "::ffff:192.0.2.1",
+        "host.example",
+    ] {
+        let run = h.run(&["check", bad]);
+        assert_eq!(run.code, 4, "{bad}: {run:?}");
+        assert_eq!(run.stdout, "", "{bad}");
+        assert!(
+            run.stderr.starts_with("medsctl: invalid argument: "),
+            "{run:?}"
+        );
+    }
+    assert_eq!(h.calls().len(), 4);
+}
+
+#[test]
+fn feeds_list_as_a_table_and_json() {
+    let h = Harness::start();
+    let run = h.run(&["feeds", "list"]);
+    assert_ok(&run);
+    let want = [
+        " NAME           | LIST     | ENABLED | ENTRIES | LAST SUCCESS | LAST ERROR                          | NEXT UPDATE",
+        "----------------+----------+---------+---------+--------------+-------------------------------------+-------------",
+        " firehol_level1 | firehol  | yes     |    4521 | 1h 2m ago    | -                                   | in 2h 59m",
+        " spamhaus_drop  | spamhaus | yes     |    1234 | 1h 2m ago    | HTTP 503 from feeds.example.invalid | in 2h 59m",
+        " feodo          | feodo    | no      |       0 | never        | -                                   | -",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+
+    let run = h.run(&["--json", "feeds", "ls"]);
+    assert_ok(&run);
+    let v = run.json();
+    let feeds = v["feeds"].as_array().expect("feeds array");
+    assert_eq!(feeds.len(), 3);
+    let state = h.fake.state().feeds.clone();
+    let spamhaus = &state[1];
+    let mut keys: Vec<&str> = feeds[1]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "enabled",
+            "entries",
+            "failures",
+            "last_attempt",
+            "last_attempt_unix",
+            "last_error",
+            "last_success",
+            "last_success_unix",
+            "list",
+            "name",
+            "next_update",
+            "next_update_unix",
+            "rejected_lines",
+            "url",
+        ]
+    );
+    assert_eq!(feeds[1]["name"], "spamhaus_drop");
+    assert_eq!(feeds[1]["list"], "spamhaus");
+    assert_eq!(feeds[1]["enabled"], true);
+    assert_eq!(
+        feeds[1]["url"],
+        "https://feeds.example.invalid/spamhaus_drop"
+    );
+    assert_eq!(feeds[1]["entries"], 1234);
+    assert_eq!(feeds[1]["last_success_unix"], spamhaus.last_success_unix);
+    assert_eq!(feeds[1]["last_attempt_unix"], spamhaus.last_attempt_unix);
+    assert_eq!(feeds[1]["next_update_unix"], spamhaus.next_update_unix);
+    assert_eq!(
+        feeds[1]["last_error"],
+        "HTTP 503 from feeds.example.invalid"
+    );
+    assert_eq!(feeds[1]["failures"], 2);
+    assert_eq!(feeds[1]["rejected_lines"], 0);
+    let iso = feeds[1]["last_success"].as_str().unwrap();
+    assert!(
+        iso.len() == 20 && iso.ends_with('Z') && iso.as_bytes()[10] == b'T',
+        "{iso}"
+    );
+    assert_eq!(feeds[0]["last_error"], Value::Null);
+    assert_eq!(feeds[2]["last_success_unix"], Value::Null);
+    assert_eq!(feeds[2]["last_success"], Value::Null);
+    assert_eq!(h.calls(), ["ListFeeds", "ListFeeds"]);
+}
+
+#[test]
+fn feeds_update_reports_failures_with_exit_3() {
+    let h = Harness::start();
+    // Every enabled feed; all succeed.
+    let run = h.run(&["feeds", "update"]);
+    assert_ok(&run);
+    assert_eq!(h.fake.state().last_update, Some(vec![]));
+    let want = [
+        " NAME           | LIST     | ENABLED | ENTRIES | LAST SUCCESS | LAST ERROR | NEXT UPDATE",
+        "----------------+----------+---------+---------+--------------+------------+-------------",
+        " firehol_level1 | firehol  | yes     |    4522 | 1h 0m ago    | -          | in 3h 59m",
+        " spamhaus_drop  | spamhaus | yes     |    1235 | 1h 0m ago    | -          | in 3h 59m",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+
+    // One named feed fails: its row still prints, stderr says the old copy stays, exit 3.
+    h.fake.state().failing_feeds.insert(
+        "spamhaus_drop".into(),
+        "HTTP 500 from feeds.example.invalid".into(),
+    );
+    let run = h.run(&["--json", "feeds", "update", "spamhaus_drop", "feodo"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(
+        h.fake.state().last_update,
+        Some(vec!["spamhaus_drop".to_string(), "feodo".to_string()])
+    );
+    let v = run.json();
+    let names: Vec<&str> = v["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["spamhaus_drop", "feodo"]);
+    assert_eq!(
+        v["feeds"][0]["last_error"],
+        "HTTP 500 from feeds.example.invalid"
+    );
+    assert_eq!(v["feeds"][1]["last_error"], Value::Null);
+    assert_eq!(
+        run.stderr,
+        "medsctl: feed spamhaus_drop was not updated: HTTP 500 from feeds.example.invalid; \
+         its last good copy (1235 entries) stays in force\n"
+    );
+
+    // Nothing enabled: nothing to do, said plainly (and an empty list in JSON).
+    for feed in h.fake.state().feeds.iter_mut() {
+        feed.enabled = false;
+    }
+    let run = h.run(&["feeds", "update"]);
+    assert_ok(&run);
+    assert_eq!(run.stdout, "no feed was updated: every feed is disabled\n");
+    let run = h.run(&["--json", "feeds", "update"]);
+    assert_ok(&run);
+    assert_eq!(run.json(), json!({"feeds": []}));
+
+    // An unknown name is refused: exit 4.
+    let run = h.run(&["feeds", "update", "nope"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "medsctl: the controller refused the request: no feed named \"nope\"\n"
+    );
+}
+
+#[test]
+fn feeds_enable_disable_and_urls() {
+    let h = Harness::start();
+    let last = |h: &Harness| h.fake.state().last_configure.clone().expect("configured");
+
+    let run = h.run(&["feeds", "disable", "firehol_level1"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "disabled feed firehol_level1 (firehol list, 4521 entries, last success 1h 2m ago)\n"
+    );
+    assert_eq!(
+        last(&h),
+        pb::ConfigureFeedRequest {
+            name: "firehol_level1".into(),
+            enabled: Some(false),
+            url: None,
+        }
+    );
+
+    let run = h.run(&["feeds", "enable", "feodo"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "enabled feed feodo (feodo list, 0 entries, last success never)\n"
+    );
+    assert_eq!(last(&h).enabled, Some(true));
+
+    let run = h.run(&[
+        "feeds",
+        "set-url",
+        "feodo",
+        "file:///srv/mirror/ipblocklist.txt",
+    ]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "feed feodo now fetches file:///srv/mirror/ipblocklist.txt\n"
+    );
+    assert_eq!(
+        last(&h),
+        pb::ConfigureFeedRequest {
+            name: "feodo".into(),
+            enabled: None,
+            url: Some("file:///srv/mirror/ipblocklist.txt".into()),
+        }
+    );
+
+    let run = h.run(&["--json", "feeds", "reset-url", "feodo"]);
+    assert_ok(&run);
+    assert_eq!(last(&h).url, Some(String::new()));
+    let v = run.json();
+    assert_eq!(v["name"], "feodo");
+    assert_eq!(v["url"], "https://feeds.example.invalid/feodo");
+    assert_eq!(v["enabled"], true);
+    let run = h.run(&["feeds", "reset-url", "feodo"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "feed feodo fetches its default URL again: https://feeds.example.invalid/feodo\n"
+    );
+
+    // Refusals by the controller: exit 4, message kept.
+    let run = h.run(&[
+        "feeds",
+        "set-url",
+        "feodo",
+        "ftp://mirror.example.invalid/x",
+    ]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("only https:// and file://"), "{run:?}");
+    let run = h.run(&["--json", "feeds", "enable", "nope"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.contains("no feed named \"nope\""), "{run:?}");
+    assert_eq!(
+        h.calls().iter().filter(|c| **c == "ConfigureFeed").count(),
+        7
+    );
 }

@@ -7,11 +7,17 @@
 //!
 //! This crate does no I/O.
 
+pub mod asn;
 pub mod cidr;
+pub mod country;
+pub mod entry;
 pub mod list;
 pub mod sync;
 
+pub use asn::{Asn, AsnError};
 pub use cidr::{Cidr, CidrError};
+pub use country::{CountryCode, CountryError};
+pub use entry::{Entry, EntryError, EntryKind, EntryParseError, IpAsn};
 pub use list::ListKind;
 
 /// Generated `meds.v1` wire types and gRPC client/server stubs.

@@ -1,26 +1,90 @@
 //! The policy lists, as a closed domain enum with the names users and the REST API see.
 
+use crate::entry::EntryKind;
 use crate::pb;
 
-/// A policy list owned by the controller and enforced by the dataplane.
+/// A policy list owned by the controller and enforced by the dataplane. The declaration order
+/// is the chain order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ListKind {
     /// Global IP allowlist ("whitelist"): a match accepts and ends the chain.
     IpAllow,
     /// Global IP blocklist ("blacklist"): a match drops.
     IpBlock,
+    /// FireHOL level1 feed.
+    FeedFireHol,
+    /// Spamhaus DROP feed (IPv4 and IPv6).
+    FeedSpamhaus,
+    /// abuse.ch Feodo Tracker feed.
+    FeedFeodo,
+    /// Country blocklist (matched through the IP-to-ASN table).
+    CountryBlock,
+    /// User ASN blocklist.
+    AsnBlock,
+    /// Spamhaus ASN-DROP feed.
+    FeedAsnDrop,
+    /// IP-to-ASN-and-country table.
+    IpAsn,
 }
 
 impl ListKind {
     /// Every list, in chain order.
-    pub const ALL: [ListKind; 2] = [ListKind::IpAllow, ListKind::IpBlock];
+    pub const ALL: [ListKind; 9] = [
+        ListKind::IpAllow,
+        ListKind::IpBlock,
+        ListKind::FeedFireHol,
+        ListKind::FeedSpamhaus,
+        ListKind::FeedFeodo,
+        ListKind::CountryBlock,
+        ListKind::AsnBlock,
+        ListKind::FeedAsnDrop,
+        ListKind::IpAsn,
+    ];
 
     /// Stable lower-case name, used in the store, logs and the CLI.
     pub fn name(self) -> &'static str {
         match self {
             ListKind::IpAllow => "ip_allow",
             ListKind::IpBlock => "ip_block",
+            ListKind::FeedFireHol => "feed_firehol",
+            ListKind::FeedSpamhaus => "feed_spamhaus",
+            ListKind::FeedFeodo => "feed_feodo",
+            ListKind::CountryBlock => "country_block",
+            ListKind::AsnBlock => "asn_block",
+            ListKind::FeedAsnDrop => "feed_asn_drop",
+            ListKind::IpAsn => "ip_asn",
         }
+    }
+
+    /// Parse [`ListKind::name`].
+    pub fn from_name(name: &str) -> Option<ListKind> {
+        ListKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// What the list holds.
+    pub fn entry_kind(self) -> EntryKind {
+        match self {
+            ListKind::IpAllow
+            | ListKind::IpBlock
+            | ListKind::FeedFireHol
+            | ListKind::FeedSpamhaus
+            | ListKind::FeedFeodo => EntryKind::Prefix,
+            ListKind::CountryBlock => EntryKind::Country,
+            ListKind::AsnBlock | ListKind::FeedAsnDrop => EntryKind::Asn,
+            ListKind::IpAsn => EntryKind::IpAsn,
+        }
+    }
+
+    /// True for lists filled by a feed rather than by users.
+    pub fn is_feed(self) -> bool {
+        matches!(
+            self,
+            ListKind::FeedFireHol
+                | ListKind::FeedSpamhaus
+                | ListKind::FeedFeodo
+                | ListKind::FeedAsnDrop
+                | ListKind::IpAsn
+        )
     }
 
     /// The wire value.
@@ -28,6 +92,13 @@ impl ListKind {
         match self {
             ListKind::IpAllow => pb::ListKind::IpAllow,
             ListKind::IpBlock => pb::ListKind::IpBlock,
+            ListKind::FeedFireHol => pb::ListKind::FeedFirehol,
+            ListKind::FeedSpamhaus => pb::ListKind::FeedSpamhaus,
+            ListKind::FeedFeodo => pb::ListKind::FeedFeodo,
+            ListKind::CountryBlock => pb::ListKind::CountryBlock,
+            ListKind::AsnBlock => pb::ListKind::AsnBlock,
+            ListKind::FeedAsnDrop => pb::ListKind::FeedAsnDrop,
+            ListKind::IpAsn => pb::ListKind::IpAsn,
         }
     }
 
@@ -36,6 +107,13 @@ impl ListKind {
         match pb::ListKind::try_from(raw).ok()? {
             pb::ListKind::IpAllow => Some(ListKind::IpAllow),
             pb::ListKind::IpBlock => Some(ListKind::IpBlock),
+            pb::ListKind::FeedFirehol => Some(ListKind::FeedFireHol),
+            pb::ListKind::FeedSpamhaus => Some(ListKind::FeedSpamhaus),
+            pb::ListKind::FeedFeodo => Some(ListKind::FeedFeodo),
+            pb::ListKind::CountryBlock => Some(ListKind::CountryBlock),
+            pb::ListKind::AsnBlock => Some(ListKind::AsnBlock),
+            pb::ListKind::FeedAsnDrop => Some(ListKind::FeedAsnDrop),
+            pb::ListKind::IpAsn => Some(ListKind::IpAsn),
             pb::ListKind::Unspecified => None,
         }
     }
@@ -52,12 +130,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wire_round_trip_and_unknown_values() {
+    fn wire_and_name_round_trip_and_unknown_values() {
         for kind in ListKind::ALL {
             assert_eq!(ListKind::from_wire(kind.to_wire() as i32), Some(kind));
+            assert_eq!(ListKind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(ListKind::from_wire(0), None);
         assert_eq!(ListKind::from_wire(99), None);
         assert_eq!(ListKind::from_wire(-1), None);
+        assert_eq!(ListKind::from_name("nope"), None);
+    }
+
+    #[test]
+    fn all_is_in_chain_order() {
+        let mut sorted = ListKind::ALL;
+        sorted.sort();
+        assert_eq!(sorted, ListKind::ALL);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Cidr, CidrError, ListKind, pb};
+use crate::{Entry, EntryError, ListKind, pb};
 
 /// Entries (adds + removes over all lists) the controller puts in one chunk.
 pub const CHUNK_ENTRIES: usize = 4096;
@@ -31,11 +31,12 @@ pub enum SyncError {
     ChunkTooLarge(usize),
     #[error("update {generation} would stage more than {MAX_UPDATE_ENTRIES} entries")]
     UpdateTooLarge { generation: u64 },
-    #[error("bad prefix in update {generation}: {source}")]
-    BadPrefix {
+    #[error("bad {list} entry in update {generation}: {source}")]
+    BadEntry {
         generation: u64,
+        list: ListKind,
         #[source]
-        source: CidrError,
+        source: EntryError,
     },
     #[error("full update {0} carries removals")]
     RemovalInFullUpdate(u64),
@@ -47,11 +48,11 @@ pub enum SyncError {
     Interleaved { pending: u64, got: u64 },
 }
 
-/// Additions and removals for one list.
+/// Additions and removals for one list. Every entry is of the list's [`ListKind::entry_kind`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListDelta {
-    pub add: Vec<Cidr>,
-    pub remove: Vec<Cidr>,
+    pub add: Vec<Entry>,
+    pub remove: Vec<Entry>,
 }
 
 /// A complete, validated update.
@@ -134,13 +135,17 @@ impl Stager {
             self.pending = None;
             return Err(SyncError::UpdateTooLarge { generation });
         }
-        let decode = |w: &pb::Cidr| {
-            Cidr::from_wire(w).map_err(|source| SyncError::BadPrefix { generation, source })
-        };
         for change in &chunk.changes {
             let Some(kind) = ListKind::from_wire(change.list) else {
                 self.pending = None;
                 return Err(SyncError::UnknownList(change.list));
+            };
+            let decode = |w: &pb::Entry| {
+                Entry::from_wire(w, kind.entry_kind()).map_err(|source| SyncError::BadEntry {
+                    generation,
+                    list: kind,
+                    source,
+                })
             };
             if chunk.full && !change.remove.is_empty() {
                 self.pending = None;
@@ -179,7 +184,7 @@ impl Stager {
 
 /// Split a full policy into chunks of at most [`CHUNK_ENTRIES`] entries. Always yields at least
 /// one chunk (an empty policy is still a snapshot), the final one with `last` set.
-pub fn full_update_chunks(generation: u64, lists: &[(ListKind, &[Cidr])]) -> Vec<pb::UpdateChunk> {
+pub fn full_update_chunks(generation: u64, lists: &[(ListKind, &[Entry])]) -> Vec<pb::UpdateChunk> {
     let items = lists
         .iter()
         .flat_map(|(kind, entries)| entries.iter().map(move |c| (*kind, c, true)));
@@ -190,8 +195,8 @@ pub fn full_update_chunks(generation: u64, lists: &[(ListKind, &[Cidr])]) -> Vec
 pub fn delta_chunks(
     generation: u64,
     list: ListKind,
-    add: &[Cidr],
-    remove: &[Cidr],
+    add: &[Entry],
+    remove: &[Entry],
 ) -> Vec<pb::UpdateChunk> {
     let items = add
         .iter()
@@ -203,7 +208,7 @@ pub fn delta_chunks(
 fn chunk_items<'a>(
     generation: u64,
     full: bool,
-    items: impl Iterator<Item = (ListKind, &'a Cidr, bool)>,
+    items: impl Iterator<Item = (ListKind, &'a Entry, bool)>,
 ) -> Vec<pb::UpdateChunk> {
     let mut chunks = Vec::new();
     let mut current = pb::UpdateChunk {
@@ -213,7 +218,7 @@ fn chunk_items<'a>(
         changes: Vec::new(),
     };
     let mut in_current = 0usize;
-    for (kind, cidr, is_add) in items {
+    for (kind, entry, is_add) in items {
         if in_current == CHUNK_ENTRIES {
             let next = pb::UpdateChunk {
                 generation,
@@ -235,9 +240,9 @@ fn chunk_items<'a>(
         }
         if let Some(change) = current.changes.last_mut() {
             if is_add {
-                change.add.push(cidr.to_wire());
+                change.add.push(entry.to_wire());
             } else {
-                change.remove.push(cidr.to_wire());
+                change.remove.push(entry.to_wire());
             }
         }
         in_current += 1;
@@ -251,9 +256,15 @@ fn chunk_items<'a>(
 mod tests {
     use super::*;
 
-    fn cidrs(n: usize) -> Vec<Cidr> {
+    use crate::Cidr;
+
+    fn cidrs(n: usize) -> Vec<Entry> {
         (0..n)
-            .map(|i| Cidr::host(std::net::IpAddr::V4((0xCB00_0000u32 + i as u32).into())))
+            .map(|i| {
+                Entry::Prefix(Cidr::host(std::net::IpAddr::V4(
+                    (0xCB00_0000u32 + i as u32).into(),
+                )))
+            })
             .collect()
     }
 
@@ -326,8 +337,19 @@ mod tests {
         assert_eq!(s.push(&unknown), Err(SyncError::UnknownList(42)));
 
         let mut bad = full_update_chunks(1, &[(ListKind::IpBlock, &cidrs(1))])[0].clone();
-        bad.changes[0].add[0].prefix_len = 7;
-        assert!(matches!(s.push(&bad), Err(SyncError::BadPrefix { .. })));
+        if let Some(pb::entry::Value::Prefix(p)) = bad.changes[0].add[0].value.as_mut() {
+            p.prefix_len = 7;
+        }
+        assert!(matches!(s.push(&bad), Err(SyncError::BadEntry { .. })));
+
+        let mut wrong_kind = full_update_chunks(1, &[(ListKind::IpBlock, &cidrs(1))])[0].clone();
+        wrong_kind.changes[0].add[0] = pb::Entry {
+            value: Some(pb::entry::Value::Asn(64496)),
+        };
+        assert!(matches!(
+            s.push(&wrong_kind),
+            Err(SyncError::BadEntry { .. })
+        ));
 
         let mut removal = full_update_chunks(1, &[(ListKind::IpBlock, &cidrs(1))])[0].clone();
         removal.changes[0].remove = removal.changes[0].add.clone();
@@ -336,7 +358,10 @@ mod tests {
         let mut huge = full_update_chunks(1, &[])[0].clone();
         huge.changes.push(pb::ListChange {
             list: ListKind::IpBlock.to_wire() as i32,
-            add: vec![Cidr::host("203.0.113.1".parse().unwrap()).to_wire(); MAX_CHUNK_ENTRIES + 1],
+            add: vec![
+                Entry::Prefix(Cidr::host("203.0.113.1".parse().unwrap())).to_wire();
+                MAX_CHUNK_ENTRIES + 1
+            ],
             remove: vec![],
         });
         assert_eq!(

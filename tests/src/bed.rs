@@ -127,6 +127,12 @@ pub fn controller_command(
         .arg(&layout.admin_socket)
         .arg("--log-level")
         .arg(log_filter(CONTROLD_LOG))
+        // Feeds would reach for the internet; tests that need one enable it with a local URL.
+        .arg("--disable-feed")
+        .arg("all")
+        // Local feed servers answer at once; a dead one must fail fast (retries are bounded by it).
+        .arg("--update-timeout")
+        .arg("4s")
         .env_clear()
         .env("PATH", host::DAEMON_PATH)
         .env("RUST_BACKTRACE", "1")

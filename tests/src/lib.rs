@@ -25,6 +25,7 @@
 pub mod bed;
 pub mod binaries;
 pub mod eventually;
+pub mod feedserver;
 pub mod host;
 pub mod http;
 pub mod medsctl;

@@ -89,7 +89,22 @@ impl From<CoreError> for ApiError {
     fn from(err: CoreError) -> ApiError {
         match err {
             CoreError::TooManyEntries { .. } => ApiError::TooLarge(err.to_string()),
+            CoreError::FeedList(_) => ApiError::BadRequest(err.to_string()),
             CoreError::Store(_) | CoreError::Task(_) => ApiError::Internal {
+                detail: err.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::feeds::FeedsError> for ApiError {
+    fn from(err: crate::feeds::FeedsError) -> ApiError {
+        use crate::feeds::FeedsError;
+        match err {
+            FeedsError::UnknownFeed { .. } => ApiError::NotFound(err.to_string()),
+            FeedsError::Url(_) | FeedsError::Disabled(_) => ApiError::BadRequest(err.to_string()),
+            FeedsError::Core(core) => core.into(),
+            FeedsError::Fetch(_) => ApiError::Internal {
                 detail: err.to_string(),
             },
         }

@@ -10,9 +10,24 @@
 //! | POST | `/v1/{list}/subnets` | `{"subnets":["203.0.113.7","198.51.100.0/24"]}` | 202 `{"changed":N,"generation":G,"applied":bool}` |
 //! | DELETE | `/v1/{list}/subnets` | same | 202, same shape |
 //! | GET | `/v1/{list}/subnets/{subnet}` | — | 200 `{"found":bool,"matches":["203.0.113.0/24",…]}` |
+//! | GET | `/v1/blacklist/countries` | — | 200 `{"countries":["de","fr"]}` (lower case, sorted) |
+//! | POST | `/v1/blacklist/countries` | `{"countries":["fr","DE"]}` | 202 `{"changed":N,"generation":G,"applied":bool}` |
+//! | DELETE | `/v1/blacklist/countries` | same | 202, same shape |
+//! | GET | `/v1/blacklist/countries/{cc}` | — | 200 `{"found":bool}` (any case) |
+//! | GET | `/v1/blacklist/asns` | — | 200 `{"asns":[64496,64497]}` (numbers, ascending) |
+//! | POST | `/v1/blacklist/asns` | `{"asns":[64496,"AS64497"]}` | 202, same shape as above |
+//! | DELETE | `/v1/blacklist/asns` | same | 202, same shape |
+//! | GET | `/v1/blacklist/asns/{asn}` | — | 200 `{"found":bool}` (`64496` or `AS64496`) |
+//! | GET | `/v1/check/{ip}` | — | 200 lists, feeds, ASN and country of one address (see `check`) |
 //! | GET | `/v1/status` | — | 200 controller and dataplane status |
+//! | GET | `/v1/feeds` | — | 200 `{"feeds":[…]}` every feed's status (see `feeds`) |
+//! | POST | `/v1/feeds/update` | none or `{"names":["feodo"]}` | 200 `{"feeds":[…]}` after the attempts |
+//! | PATCH | `/v1/feeds/{name}` | `{"enabled":bool,"url":"…"}` (either or both) | 200 the feed's status |
 //!
-//! `{list}` is `whitelist` (the allowlist) or `blacklist` (the blocklist).
+//! `{list}` is `whitelist` (the allowlist) or `blacklist` (the blocklist). Countries are
+//! ISO 3166-1 alpha-2 codes (plus `xk`); AS numbers exclude the reserved 0, 23456 and
+//! 4294967295. Bad values are a 400 naming the element (`countries[1]: "zz" is not an
+//! assigned ISO 3166-1 alpha-2 country code`).
 //!
 //! * Mutations are idempotent (adding a present entry is 202 with `changed: 0`), store the
 //!   masked prefix (`10.1.2.3/8` is `10.0.0.0/8`), remove exactly the given prefixes, and wait
@@ -31,8 +46,13 @@
 //! Must not: contain policy logic (handlers decode, call [`Controller`], encode), log
 //! credentials, or answer anything without authentication.
 
+mod asns;
 pub mod auth;
+mod body;
+mod check;
+mod countries;
 pub mod error;
+mod feeds;
 mod serve;
 mod status;
 mod subnets;
@@ -54,8 +74,11 @@ use tracing::Level;
 
 use crate::core::{Controller, MAX_ENTRIES_PER_REQUEST, public_name};
 
+pub use asns::AsnsResponse;
 pub use auth::{Credentials, CredentialsError};
+pub use countries::{CountriesResponse, FoundResponse};
 pub use error::ApiError;
+pub use feeds::FeedsResponse;
 pub use serve::{ServeOptions, serve, serve_with};
 pub use subnets::{ChangeResponse, CheckResponse, SubnetsResponse};
 
@@ -89,14 +112,25 @@ pub(crate) struct ApiState {
     pub(crate) max_entries: usize,
 }
 
-/// The whole REST API, authenticated, as one router (serve it with [`serve`]).
+/// The whole REST API, authenticated, as one router (serve it with [`serve`]), without the
+/// `/v1/feeds` routes.
 pub fn router(controller: Arc<Controller>, credentials: Credentials, limits: Limits) -> Router {
+    router_with_feeds(controller, None, credentials, limits)
+}
+
+/// [`router`], plus the `/v1/feeds` routes (see `feeds`) when `feeds` is given.
+pub fn router_with_feeds(
+    controller: Arc<Controller>,
+    feeds: Option<Arc<crate::feeds::Feeds>>,
+    credentials: Credentials,
+    limits: Limits,
+) -> Router {
     let state = Arc::new(ApiState {
         controller,
         max_entries: limits.max_entries,
     });
     let mut app = Router::new();
-    for kind in ListKind::ALL {
+    for kind in [ListKind::IpAllow, ListKind::IpBlock] {
         let base = format!("/v1/{}/subnets", public_name(kind));
         let (s_list, s_add, s_remove, s_check) = (
             Arc::clone(&state),
@@ -126,6 +160,10 @@ pub fn router(controller: Arc<Controller>, credentials: Credentials, limits: Lim
                 }),
             );
     }
+    app = list_routes(app, &state);
+    if let Some(feeds) = feeds {
+        app = feeds::routes(app, feeds);
+    }
     let s_status = Arc::clone(&state);
     app.route(
         "/v1/status",
@@ -148,6 +186,56 @@ pub fn router(controller: Arc<Controller>, credentials: Credentials, limits: Lim
         TraceLayer::new_for_http()
             .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
             .on_response(DefaultOnResponse::new().level(Level::INFO)),
+    )
+}
+
+/// The country and ASN blocklists and the per-address check.
+fn list_routes(app: Router, state: &Arc<ApiState>) -> Router {
+    let s = || Arc::clone(state);
+    let (c_list, c_add, c_remove, c_check) = (s(), s(), s(), s());
+    let (a_list, a_add, a_remove, a_check) = (s(), s(), s(), s());
+    let ip_check = s();
+    app.route(
+        "/v1/blacklist/countries",
+        get(move || countries::list(Arc::clone(&c_list)))
+            .post(
+                move |headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+                    countries::add(Arc::clone(&c_add), headers, body)
+                },
+            )
+            .delete(
+                move |headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+                    countries::remove(Arc::clone(&c_remove), headers, body)
+                },
+            ),
+    )
+    .route(
+        "/v1/blacklist/countries/{country}",
+        get(move |country: Result<Path<String>, PathRejection>| {
+            countries::check(Arc::clone(&c_check), country)
+        }),
+    )
+    .route(
+        "/v1/blacklist/asns",
+        get(move || asns::list(Arc::clone(&a_list)))
+            .post(
+                move |headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+                    asns::add(Arc::clone(&a_add), headers, body)
+                },
+            )
+            .delete(
+                move |headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+                    asns::remove(Arc::clone(&a_remove), headers, body)
+                },
+            ),
+    )
+    .route(
+        "/v1/blacklist/asns/{asn}",
+        get(move |asn: Result<Path<String>, PathRejection>| asns::check(Arc::clone(&a_check), asn)),
+    )
+    .route(
+        "/v1/check/{*ip}",
+        get(move |ip: Result<Path<String>, PathRejection>| check::check(Arc::clone(&ip_check), ip)),
     )
 }
 

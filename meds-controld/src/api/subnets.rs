@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::Path;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::http::{HeaderMap, StatusCode, header};
-use meds_proto::{Cidr, ListKind};
+use meds_proto::{Cidr, Entry, ListKind};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,7 @@ pub(crate) async fn list(state: Arc<ApiState>, list: ListKind) -> Json<SubnetsRe
         .controller
         .list(list)
         .iter()
-        .map(Cidr::to_string)
+        .map(Entry::to_string)
         .collect();
     Json(SubnetsResponse { subnets })
 }
@@ -101,7 +101,7 @@ pub(crate) async fn check(
 /// Run a policy change on its own task. A handler future is dropped when the client goes away
 /// or the request times out; the change itself must still run to its end (commit, in-memory
 /// view, delta to the dataplane) rather than stop halfway between those steps.
-async fn run_to_completion(
+pub(super) async fn run_to_completion(
     change: impl Future<Output = Result<Change, CoreError>> + Send + 'static,
 ) -> Result<Change, ApiError> {
     match tokio::spawn(change).await {
@@ -112,7 +112,7 @@ async fn run_to_completion(
     }
 }
 
-fn accepted(change: Change) -> (StatusCode, Json<ChangeResponse>) {
+pub(super) fn accepted(change: Change) -> (StatusCode, Json<ChangeResponse>) {
     (
         StatusCode::ACCEPTED,
         Json(ChangeResponse {
@@ -128,7 +128,7 @@ fn decode_entries(
     headers: &HeaderMap,
     body: Bytes,
     max_entries: usize,
-) -> Result<Vec<Cidr>, ApiError> {
+) -> Result<Vec<Entry>, ApiError> {
     require_json(headers)?;
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
@@ -157,7 +157,9 @@ fn decode_entries(
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            Cidr::from_str(text).map_err(|e| ApiError::BadRequest(format!("subnets[{i}]: {e}")))
+            Cidr::from_str(text)
+                .map(Entry::Prefix)
+                .map_err(|e| ApiError::BadRequest(format!("subnets[{i}]: {e}")))
         })
         .collect()
 }
@@ -165,7 +167,7 @@ fn decode_entries(
 /// Mutations must say `application/json` (or `application/<x>+json`). Besides being honest,
 /// this makes every cross-site browser POST a CORS-preflighted request, which we never
 /// approve, so a page cannot ride a browser's cached Basic credentials (CSRF).
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::BadRequest(
             "missing Content-Type: send the body as application/json".to_string(),
@@ -299,7 +301,7 @@ mod tests {
             Bytes::from(body.to_string()),
             3,
         )
-        .map(|v| v.iter().map(Cidr::to_string).collect())
+        .map(|v| v.iter().map(Entry::to_string).collect())
         .map_err(|e| format!("{} {e}", e.status().as_u16()))
     }
 

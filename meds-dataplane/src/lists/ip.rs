@@ -1,63 +1,120 @@
 //! [`IpSet`]: an immutable set of IPv4 and IPv6 prefixes with allocation-free lookup.
 //!
-//! Backed by `ip_network_table` (a tree bitmap per address family). The set is built once from
-//! [`Cidr`] values, off the packet path; [`IpSet::contains`] only reads. An IPv4 address never
-//! matches an IPv6 prefix and vice versa (IPv4-mapped IPv6 is not translated: meds-proto refuses
-//! such prefixes, and the kernel hands us IPv4 packets as IPv4).
+//! The prefixes are flattened into disjoint address ranges (one `RangeMap` per family, with
+//! a direct index over the ranges' span), so a lookup costs the same two or three cache lines
+//! whether the set holds ten prefixes or a million. The set is built once from [`Cidr`]
+//! values, off the packet path; [`IpSet::contains`] only reads. An IPv4 address never matches
+//! an IPv6 prefix and vice versa (IPv4-mapped IPv6 is not translated: meds-proto refuses such
+//! prefixes, and the kernel hands us IPv4 packets as IPv4).
+//!
+//! Why not a tree bitmap (`ip_network_table`, used before): for a million random IPv4 prefixes
+//! it took 44.8 MiB instead of 6.5 MiB, 465 ms to build instead of 28 ms, and 62 ns (214 ns
+//! with cold caches) per lookup instead of 13 ns (60 ns); `benches/chain.rs`, groups
+//! `ip_set_1M` and `build`.
 
 use std::fmt;
 use std::net::IpAddr;
 
-use ip_network::IpNetwork;
-use ip_network_table::IpNetworkTable;
 use meds_proto::Cidr;
+
+use super::range::RangeMap;
 
 /// An immutable prefix set. `Send + Sync`; share it behind an `Arc`.
 pub struct IpSet {
-    table: IpNetworkTable<()>,
+    v4: RangeMap<u32, ()>,
+    v6: RangeMap<u128, ()>,
+    /// Distinct prefixes given, per family.
+    prefixes: (usize, usize),
 }
 
 impl IpSet {
     /// Build a set from prefixes. Duplicates collapse; overlapping prefixes are all kept
     /// (lookup answers "is the address inside any of them").
     pub fn from_prefixes<I: IntoIterator<Item = Cidr>>(prefixes: I) -> IpSet {
-        let mut table = IpNetworkTable::new();
+        let mut v4: Vec<(u32, u32)> = Vec::new();
+        let mut v6: Vec<(u128, u128)> = Vec::new();
         for cidr in prefixes {
-            // `new_truncate` fails only for a prefix length above the family's maximum, which a
-            // `Cidr` cannot have; the arm keeps this function total without a panic path.
-            match IpNetwork::new_truncate(cidr.addr(), cidr.len()) {
-                Ok(network) => {
-                    table.insert(network, ());
-                }
-                Err(_) => debug_assert!(false, "Cidr {cidr} has an impossible prefix length"),
+            match Span::of(&cidr) {
+                Span::V4(first, last) => v4.push((first, last)),
+                Span::V6(first, last) => v6.push((first, last)),
             }
         }
-        IpSet { table }
+        let prefixes = (distinct(&mut v4), distinct(&mut v6));
+        IpSet {
+            v4: RangeMap::union(v4),
+            v6: RangeMap::union(v6),
+            prefixes,
+        }
     }
 
     /// The empty set.
     pub fn empty() -> IpSet {
         IpSet {
-            table: IpNetworkTable::new(),
+            v4: RangeMap::empty(),
+            v6: RangeMap::empty(),
+            prefixes: (0, 0),
         }
     }
 
     /// True when `ip` is inside at least one prefix of the set.
+    #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(v4) => self.table.longest_match_ipv4(v4).is_some(),
-            IpAddr::V6(v6) => self.table.longest_match_ipv6(v6).is_some(),
+            IpAddr::V4(v4) => self.v4.contains(u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.contains(u128::from(v6)),
         }
     }
 
     /// Number of distinct prefixes (IPv4 and IPv6 together).
     pub fn len(&self) -> usize {
-        let (v4, v6) = self.table.len();
-        v4 + v6
+        self.prefixes.0 + self.prefixes.1
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
+    }
+
+    /// Disjoint address ranges the prefixes flattened into (IPv4, IPv6).
+    pub fn ranges(&self) -> (usize, usize) {
+        (self.v4.ranges(), self.v6.ranges())
+    }
+
+    /// Heap bytes held by the lookup structure.
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.heap_bytes() + self.v6.heap_bytes()
+    }
+}
+
+/// Sort and deduplicate; the number of distinct ranges.
+fn distinct<T: Ord>(v: &mut Vec<T>) -> usize {
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
+/// A prefix as its first and last address, as integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Span {
+    V4(u32, u32),
+    V6(u128, u128),
+}
+
+impl Span {
+    pub(crate) fn of(cidr: &Cidr) -> Span {
+        let len = u32::from(cidr.len());
+        match cidr.addr() {
+            IpAddr::V4(a) => {
+                let first = u32::from(a);
+                // Host bits: all ones below the prefix (none for /32, all for /0).
+                let host = u32::MAX.checked_shr(len).unwrap_or(0);
+                Span::V4(first, first | host)
+            }
+            IpAddr::V6(a) => {
+                let first = u128::from(a);
+                let host = u128::MAX.checked_shr(len).unwrap_or(0);
+                Span::V6(first, first | host)
+            }
+        }
     }
 }
 
@@ -69,10 +126,9 @@ impl Default for IpSet {
 
 impl fmt::Debug for IpSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (v4, v6) = self.table.len();
         f.debug_struct("IpSet")
-            .field("ipv4_prefixes", &v4)
-            .field("ipv6_prefixes", &v6)
+            .field("ipv4_prefixes", &self.prefixes.0)
+            .field("ipv6_prefixes", &self.prefixes.1)
             .finish()
     }
 }

@@ -1,9 +1,19 @@
 //! Lists the filters match packets against, built off the hot path and immutable afterwards.
 //!
-//! Each list type is built once from validated domain values (e.g. [`meds_proto::Cidr`]) when
-//! a new rule set arrives, then only read: lookups never allocate, never lock and never fail.
-//! Nothing here does I/O or knows about the wire format.
+//! * [`IpSet`]: IPv4/IPv6 prefix sets (allowlist, blocklist, IP feeds).
+//! * [`AsnTable`]: the IP-to-ASN-and-country table (longest-prefix match → [`Origin`]).
+//! * [`AsnSet`]: sets of AS numbers (user ASN blocklist, Spamhaus ASN-DROP).
+//! * [`CountrySet`]: the country blocklist, a bitmap.
+//!
+//! Each list type is built once from validated domain values (meds-proto's `Cidr`, `Asn`,
+//! `CountryCode`, `IpAsn`) when a list changes, then only read: lookups never allocate, never
+//! lock and never fail. Nothing here does I/O or knows about the wire format.
 
+pub mod asn;
+pub mod country;
 pub mod ip;
+mod range;
 
+pub use asn::{AsnSet, AsnTable, Origin};
+pub use country::CountrySet;
 pub use ip::IpSet;
