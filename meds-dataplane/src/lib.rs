@@ -4,7 +4,10 @@
 //!
 //! * The engine, pure and free of tokio/tonic/netlink: [`packet`] (parse hostile bytes),
 //!   [`lists`] (prefix sets, the IP-to-ASN table, ASN and country sets), [`chain`] (the rule
-//!   set of per-list components and its decisions), [`counters`].
+//!   set of per-list components and its decisions), [`counters`]. Built but not yet in the
+//!   chain (issue 4): [`dns`] (question names and CNAME targets), [`tls`] (ClientHello, SNI,
+//!   JA3, JA4), [`flow`] (bounded reassembly of ClientHellos split over TCP segments) and
+//!   [`lists::domain`] (label-aware domain suffix sets).
 //! * The runtime around it: [`nfqueue`] + [`worker`] (one blocking OS thread per queue, no
 //!   locks, no logging per packet), [`firewall`] (iptables rules), [`policy`] (master copy,
 //!   live rule set, state file), [`sync`] (the gRPC client), [`config`] (flags).
@@ -16,12 +19,15 @@
 pub mod chain;
 pub mod config;
 pub mod counters;
+pub mod dns;
 pub mod firewall;
+pub mod flow;
 pub mod lists;
 pub mod nfqueue;
 pub mod packet;
 pub mod policy;
 pub mod sync;
+pub mod tls;
 pub mod worker;
 
 use std::error::Error as StdError;

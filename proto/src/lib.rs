@@ -3,6 +3,8 @@
 //! * [`pb`]: the generated `meds.v1` protobuf messages and gRPC stubs (wire types).
 //! * [`Cidr`], [`ListKind`]: validated domain types both sides share, with conversions to and
 //!   from the wire types. Every conversion from the wire validates; nothing here trusts input.
+//! * [`DomainName`], [`Ja3Hash`], [`Ja4`]: validated domain names (lower-case, punycode) and TLS
+//!   client fingerprints for the domain and fingerprint lists.
 //! * [`sync`]: the limits of the sync stream and the validation of its update chunks.
 //!
 //! This crate does no I/O.
@@ -10,14 +12,18 @@
 pub mod asn;
 pub mod cidr;
 pub mod country;
+pub mod domain;
 pub mod entry;
+pub mod fingerprint;
 pub mod list;
 pub mod sync;
 
 pub use asn::{Asn, AsnError};
 pub use cidr::{Cidr, CidrError};
 pub use country::{CountryCode, CountryError};
+pub use domain::{DomainError, DomainName};
 pub use entry::{Entry, EntryError, EntryKind, EntryParseError, IpAsn};
+pub use fingerprint::{FingerprintError, Ja3Hash, Ja4};
 pub use list::ListKind;
 
 /// Generated `meds.v1` wire types and gRPC client/server stubs.

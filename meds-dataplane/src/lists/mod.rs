@@ -4,6 +4,7 @@
 //! * [`AsnTable`]: the IP-to-ASN-and-country table (longest-prefix match → [`Origin`]).
 //! * [`AsnSet`]: sets of AS numbers (user ASN blocklist, Spamhaus ASN-DROP).
 //! * [`CountrySet`]: the country blocklist, a bitmap.
+//! * [`DomainSet`]: domain names, label-aware suffix match (allowlist, blocklist, hosts feeds).
 //!
 //! Each list type is built once from validated domain values (meds-proto's `Cidr`, `Asn`,
 //! `CountryCode`, `IpAsn`) when a list changes, then only read: lookups never allocate, never
@@ -11,9 +12,11 @@
 
 pub mod asn;
 pub mod country;
+pub mod domain;
 pub mod ip;
 mod range;
 
 pub use asn::{AsnSet, AsnTable, Origin};
 pub use country::CountrySet;
+pub use domain::{DomainMatch, DomainSet};
 pub use ip::IpSet;

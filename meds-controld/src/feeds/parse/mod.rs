@@ -12,6 +12,8 @@
 //! | [`iplocate_csv`], [`iplocate_zip`] | IPLocate ip-to-asn: `network,asn,country_code,…`, bare or zipped |
 //! | [`iptoasn_tsv`] | iptoasn.com `ip2asn-v4/v6.tsv`: `start\tend\tAS\tcountry\tdescription` ranges |
 //! | [`ip_location_db_asn_csv`] | sapics/ip-location-db `asn-ipv4/6.csv`: `start,end,AS,name` ranges |
+//! | [`hosts`] | hosts files (StevenBlack, someonewhocares): `0.0.0.0 name …` → [`DomainName`](meds_proto::DomainName) |
+//! | [`ja3_sslbl`] | abuse.ch SSLBL `ja3_fingerprints.csv` → [`Ja3Hash`](meds_proto::Ja3Hash) |
 //!
 //! Rules shared by every format (the original, upstream W9, stored error pages and truncated
 //! lists as successful updates; these rules are what makes a bad download a failed update):
@@ -38,8 +40,10 @@ mod asn_drop;
 mod csv;
 mod feodo;
 mod firehol;
+mod hosts;
 mod iplocate;
 mod iptoasn;
+mod ja3;
 mod range;
 mod spamhaus;
 
@@ -51,8 +55,10 @@ pub use asn_drop::asn_drop;
 pub use csv::{CsvError, split_csv};
 pub use feodo::feodo;
 pub use firehol::firehol;
+pub use hosts::hosts;
 pub use iplocate::{iplocate_csv, iplocate_zip};
 pub use iptoasn::{ip_location_db_asn_csv, iptoasn_tsv};
+pub use ja3::ja3_sslbl;
 pub use range::{RangeError, range_to_cidrs};
 pub use spamhaus::spamhaus_drop;
 

@@ -1,0 +1,16 @@
+//! Any bytes through the `feeds::parse::hosts` feed parser: it must never panic, and whatever it
+//! accepts is sorted, deduplicated and within the limits.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use meds_controld::feeds::parse::{Limits, hosts};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = Limits::default();
+    if let Ok(parsed) = hosts(data, &limits) {
+        assert!(!parsed.entries.is_empty());
+        assert!(parsed.entries.len() <= limits.max_entries);
+        assert!(parsed.entries.windows(2).all(|w| w[0] < w[1]));
+        let r = &parsed.report;
+        assert_eq!(r.lines, r.accepted + r.comments + r.skipped + r.rejected);
+    }
+});
