@@ -65,6 +65,18 @@ impl Sync for SyncService {
         let version = clip(&hello.version);
         let queues: Vec<u32> = hello.queues.iter().take(64).copied().collect();
         let controller = Arc::clone(&self.controller);
+        if hello.observer {
+            // A read-only client: policy only; it never becomes "the dataplane".
+            tracing::info!(version = %version, pid = hello.pid, "observer connected");
+            let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+            let (sent_tx, _sent_rx) = tokio::sync::watch::channel(0u64);
+            tokio::spawn(send_updates(controller, tx, sent_tx));
+            tokio::spawn(async move {
+                // Drain (and ignore) whatever the observer sends until it goes away.
+                while let Some(Ok(_)) = inbound.next().await {}
+            });
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         let connection = controller.dataplane_connected(version.clone(), queues.clone());
         tracing::info!(
             connection,

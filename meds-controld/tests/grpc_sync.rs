@@ -64,6 +64,7 @@ impl FakeDataplane {
                 applied_generation: 0,
                 queues: vec![3],
                 pid: 1,
+                observer: false,
             })),
         })
         .await
@@ -500,4 +501,58 @@ async fn feed_replacements_stream_only_the_difference() {
     );
     assert!(one.lists[&ListKind::FeedFireHol].remove.is_empty());
     assert_eq!(one.entries(), 1);
+}
+
+#[tokio::test]
+async fn an_observer_gets_the_policy_without_replacing_the_dataplane() {
+    let ctl = Controller::new_for_tests();
+    let (_dir, path) = serve(Arc::clone(&ctl)).await;
+    let ch = channel(path).await;
+    let mut dp = FakeDataplane::connect(ch.clone()).await;
+    let snap = dp.next_update().await;
+    dp.ack(snap.generation).await;
+
+    let (tx, out) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::DataplaneMessage {
+        msg: Some(pb::dataplane_message::Msg::Hello(pb::Hello {
+            version: "replay".into(),
+            applied_generation: 0,
+            queues: vec![],
+            pid: 2,
+            observer: true,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut rx = SyncClient::new(ch)
+        .stream(ReceiverStream::new(out))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stager = Stager::new();
+    let update = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), rx.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Some(pb::controller_message::Msg::Update(chunk)) = msg.msg else {
+            panic!("unexpected message")
+        };
+        if let Some(u) = stager.push(&chunk).unwrap() {
+            break u;
+        }
+    };
+    assert!(update.full);
+    assert_eq!(update.generation, snap.generation);
+    // An ack from the observer is ignored; the real dataplane stays the one in the status.
+    tx.send(pb::DataplaneMessage {
+        msg: Some(pb::dataplane_message::Msg::Ack(pb::Ack { generation: 999 })),
+    })
+    .await
+    .unwrap();
+    let status = ctl.status();
+    assert!(status.dataplane_connected);
+    assert_eq!(status.dataplane_version, "test");
+    assert_eq!(status.applied_generation, snap.generation);
 }

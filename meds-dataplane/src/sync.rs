@@ -249,6 +249,7 @@ impl SyncClient {
                 applied_generation: self.store.generation(),
                 queues: self.cfg.queues.clone(),
                 pid: std::process::id(),
+                observer: false,
             })),
         };
         tx.try_send(hello)
