@@ -560,7 +560,14 @@ impl Feeds {
             Err(e) => Err(e.into()),
         };
         if let Err(e) = outcome {
-            tracing::warn!(feed = spec.name, url = %url, reason = %e, "feed update refused; the last good copy stays in force");
+            let has_copy = self
+                .with_feed(spec, |st| st.copy.is_some())
+                .unwrap_or(false);
+            if has_copy {
+                tracing::warn!(feed = spec.name, url = %url, reason = %e, "feed update refused; the last good copy stays in force");
+            } else {
+                tracing::warn!(feed = spec.name, url = %url, reason = %e, "feed update refused; no good copy yet, the feed is not enforced");
+            }
             self.with_feed(spec, |st| {
                 st.failures += 1;
                 st.last_error = e.to_string();
