@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use tracing::level_filters::LevelFilter;
 
 use crate::chain::UnparsableVerdict;
@@ -65,9 +65,13 @@ pub enum LogFormat {
 #[command(
     name = "meds-dataplane",
     version,
-    about = "Meds dataplane: NFQUEUE verdicts from the policy synced from meds-controld"
+    about = "Meds dataplane: NFQUEUE verdicts from the policy synced from meds-controld",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    /// Without a subcommand the daemon runs (with the flags below).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Controller's sync socket (the dataplane connects to it).
     #[arg(long, env = "MEDS_SYNC_SOCKET", default_value = meds_proto::DEFAULT_SYNC_SOCKET)]
     pub sync_socket: PathBuf,
@@ -116,6 +120,40 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "MEDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+}
+
+/// Subcommands; the daemon's own flags cannot be combined with them.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run a pcap/pcapng capture through the engine offline (unprivileged) and print one JSON
+    /// object per packet: addresses, ports, SNI, JA3, JA4, DNS names and the verdict.
+    Replay(ReplayArgs),
+}
+
+/// `meds-dataplane replay` flags. No `MEDS_*` environment variables here: they would let the
+/// daemon's environment (e.g. `MEDS_SYNC_SOCKET`) silently pick the policy source of a replay.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// The capture (pcap or pcapng).
+    pub file: PathBuf,
+    /// Use the controller's current policy: connect to its sync socket as a read-only observer.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub sync_socket: Option<PathBuf>,
+    /// Use an exported policy snapshot (the dataplane's state-file format).
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Verdict for packets without a parseable source address.
+    #[arg(long, value_enum, default_value_t = Unparsable::Accept)]
+    pub unparsable: Unparsable,
+}
+
+impl From<Unparsable> for UnparsableVerdict {
+    fn from(u: Unparsable) -> UnparsableVerdict {
+        match u {
+            Unparsable::Accept => UnparsableVerdict::Accept,
+            Unparsable::Drop => UnparsableVerdict::Drop,
+        }
+    }
 }
 
 /// A validated configuration.
@@ -188,10 +226,7 @@ impl Config {
                 queue_num: args.queue_num,
                 queue_bypass: !args.no_queue_bypass,
             },
-            unparsable: match args.unparsable {
-                Unparsable::Accept => UnparsableVerdict::Accept,
-                Unparsable::Drop => UnparsableVerdict::Drop,
-            },
+            unparsable: args.unparsable.into(),
             state_file: args.state_file,
             log_level,
             log_format: args.log_format,
@@ -381,6 +416,57 @@ mod tests {
             &["meds-dataplane", "--state-file", ""],
         ] {
             assert!(Args::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn replay_subcommand() {
+        let args = Args::try_parse_from(["meds-dataplane", "replay", "x.pcap"]).unwrap();
+        let Some(Command::Replay(r)) = args.command else {
+            panic!("no replay subcommand");
+        };
+        assert_eq!(r.file, PathBuf::from("x.pcap"));
+        assert_eq!((r.sync_socket, r.snapshot), (None, None));
+        assert_eq!(r.unparsable, Unparsable::Accept);
+
+        let args = Args::try_parse_from([
+            "meds-dataplane",
+            "replay",
+            "--snapshot",
+            "p.pb",
+            "--unparsable",
+            "drop",
+            "y.pcapng",
+        ])
+        .unwrap();
+        let Some(Command::Replay(r)) = args.command else {
+            panic!("no replay subcommand");
+        };
+        assert_eq!(r.snapshot, Some(PathBuf::from("p.pb")));
+        assert_eq!(r.unparsable, Unparsable::Drop);
+
+        // The daemon's flags still parse without a subcommand.
+        let args =
+            Args::try_parse_from(["meds-dataplane", "--sync-socket", "/s", "--queue-num", "3"])
+                .unwrap();
+        assert!(args.command.is_none());
+        assert_eq!(args.queue_num, 3);
+
+        for bad in [
+            &["meds-dataplane", "replay"][..],
+            &[
+                "meds-dataplane",
+                "replay",
+                "f",
+                "--sync-socket",
+                "/s",
+                "--snapshot",
+                "p",
+            ],
+            &["meds-dataplane", "--queue-num", "1", "replay", "f"],
+            &["meds-dataplane", "replay", "f", "--queue-num", "1"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -11,6 +11,8 @@
 //! * The runtime around it: [`nfqueue`] + [`worker`] (one blocking OS thread per queue, no
 //!   locks, no logging per packet), [`firewall`] (iptables rules), [`policy`] (master copy,
 //!   live rule set, state file), [`sync`] (the gRPC client), [`config`] (flags).
+//! * [`replay`]: `meds-dataplane replay FILE`, the engine run offline over a pcap/pcapng capture
+//!   (unprivileged; one JSON line per packet).
 //!
 //! [`run`] is the whole daemon; `main.rs` only parses flags, sets up logging and signals.
 //! The dataplane never touches SQLite, HTTP or the internet, and keeps enforcing its last
@@ -26,6 +28,7 @@ pub mod lists;
 pub mod nfqueue;
 pub mod packet;
 pub mod policy;
+pub mod replay;
 pub mod sync;
 pub mod tls;
 pub mod worker;

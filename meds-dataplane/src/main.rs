@@ -2,6 +2,10 @@
 //!
 //! Exit codes: 0 clean shutdown; 1 runtime error (queue bind, firewall, worker); 2 usage error
 //! (bad flag value or MEDS_LOG filter).
+//!
+//! `replay FILE`: 0 when the capture was read to its end (even if some packets did not parse);
+//! 1 when the policy could not be loaded (snapshot, controller) or the output failed; 2 for a
+//! usage error or an unreadable, malformed or truncated capture. A summary goes to stderr.
 
 use std::future::Future;
 use std::io::{self, IsTerminal};
@@ -10,12 +14,21 @@ use std::process::ExitCode;
 use std::thread;
 
 use clap::Parser;
-use meds_dataplane::config::{Args, Config, LogFormat};
+use meds_dataplane::chain::RuleSet;
+use meds_dataplane::config::{Args, Command, Config, LogFormat, ReplayArgs};
+use meds_dataplane::{ErrorChain, policy, replay};
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
+/// How long `replay --sync-socket` waits for the controller's snapshot.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn main() -> ExitCode {
-    let config = match Config::from_args(Args::parse()) {
+    let mut args = Args::parse();
+    if let Some(Command::Replay(replay_args)) = args.command.take() {
+        return run_replay(&replay_args);
+    }
+    let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("meds-dataplane: {e}");
@@ -38,6 +51,75 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meds-dataplane: {:#}", anyhow::Error::from(e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `meds-dataplane replay`: load the policy, replay the capture to stdout, summary to stderr.
+fn run_replay(args: &ReplayArgs) -> ExitCode {
+    let state = match (&args.sync_socket, &args.snapshot) {
+        (Some(socket), _) => replay::fetch_policy(socket, FETCH_TIMEOUT).map_err(|e| {
+            format!(
+                "cannot get the policy from {}: {}",
+                socket.display(),
+                ErrorChain(&e)
+            )
+        }),
+        (None, Some(path)) => match policy::read_state_file(path) {
+            Ok(Some(state)) => Ok(state),
+            Ok(None) => Err(format!("snapshot {} does not exist", path.display())),
+            Err(e) => Err(ErrorChain(&e).to_string()),
+        },
+        (None, None) => {
+            eprintln!("meds-dataplane replay: no --sync-socket or --snapshot; using empty lists");
+            Ok(policy::PolicyState::new())
+        }
+    };
+    let rules: RuleSet = match state {
+        Ok(state) => {
+            if args.sync_socket.is_some() || args.snapshot.is_some() {
+                eprintln!(
+                    "meds-dataplane replay: policy generation {} ({} entries)",
+                    state.generation(),
+                    state.len()
+                );
+            }
+            state.build()
+        }
+        Err(message) => {
+            eprintln!("meds-dataplane replay: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    let file = match std::fs::File::open(&args.file) {
+        Ok(file) => io::BufReader::with_capacity(256 * 1024, file),
+        Err(e) => {
+            eprintln!(
+                "meds-dataplane replay: cannot open {}: {e}",
+                args.file.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = io::BufWriter::new(io::stdout().lock());
+    let report = replay::replay(file, stdout, &rules, args.unparsable.into());
+    eprintln!("meds-dataplane replay: {}", report.summary);
+    match report.error {
+        None => ExitCode::SUCCESS,
+        Some(replay::ReplayError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Some(e @ replay::ReplayError::Capture(_)) => {
+            eprintln!(
+                "meds-dataplane replay: {}: {}",
+                args.file.display(),
+                ErrorChain(&e)
+            );
+            ExitCode::from(2)
+        }
+        Some(e) => {
+            eprintln!("meds-dataplane replay: {}", ErrorChain(&e));
             ExitCode::from(1)
         }
     }

@@ -354,14 +354,21 @@ impl SyncClient {
 
 /// Open an HTTP/2 channel over the Unix socket at `path`.
 async fn connect(path: &Path, timeout: Duration) -> Result<Channel, StreamError> {
-    let connect_err = |source| StreamError::Connect {
-        path: path.to_path_buf(),
-        source,
-    };
+    unix_channel(path, timeout)
+        .await
+        .map_err(|source| StreamError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// An HTTP/2 channel to the controller's Unix socket at `path` (also used by `replay`).
+pub(crate) async fn unix_channel(
+    path: &Path,
+    timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
     // The authority is never resolved: every connection goes to the Unix socket.
-    let endpoint = Endpoint::try_from("http://meds.invalid")
-        .map_err(connect_err)?
-        .connect_timeout(timeout);
+    let endpoint = Endpoint::try_from("http://meds.invalid")?.connect_timeout(timeout);
     let socket = path.to_path_buf();
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -369,7 +376,6 @@ async fn connect(path: &Path, timeout: Duration) -> Result<Channel, StreamError>
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
         }))
         .await
-        .map_err(connect_err)
 }
 
 /// Resolves once `shutdown` is true or its sender is gone.
