@@ -14,7 +14,7 @@ use std::time::Duration;
 use meds_proto::pb::{self, admin_server::Admin, sync_server::Sync};
 use meds_proto::sync::{delta_chunks, full_update_chunks};
 use meds_proto::{Cidr, Entry, ListKind};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -36,11 +36,22 @@ type ControllerStream = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, 
 /// The dataplane-facing sync service.
 pub struct SyncService {
     controller: Arc<Controller>,
+    /// Becomes true at shutdown: every stream then ends, so the server can stop.
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl SyncService {
     pub fn new(controller: Arc<Controller>) -> SyncService {
-        SyncService { controller }
+        SyncService {
+            controller,
+            stop: None,
+        }
+    }
+
+    /// End every stream when `stop` becomes true (the controller's shutdown).
+    pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> SyncService {
+        self.stop = Some(stop);
+        self
     }
 }
 
@@ -69,11 +80,20 @@ impl Sync for SyncService {
             // A read-only client: policy only; it never becomes "the dataplane".
             tracing::info!(version = %version, pid = hello.pid, "observer connected");
             let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
-            let (sent_tx, _sent_rx) = tokio::sync::watch::channel(0u64);
-            tokio::spawn(send_updates(controller, tx, sent_tx));
+            let (sent_tx, _sent_rx) = watch::channel(0u64);
+            let (close_tx, close_rx) = watch::channel(false);
+            tokio::spawn(send_updates(
+                controller,
+                tx,
+                sent_tx,
+                self.stop.clone(),
+                close_rx,
+            ));
             tokio::spawn(async move {
-                // Drain (and ignore) whatever the observer sends until it goes away.
+                // Drain (and ignore) whatever the observer sends until it goes away; then
+                // `close_tx` drops and its updates stop.
                 while let Some(Ok(_)) = inbound.next().await {}
+                drop(close_tx);
             });
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
@@ -88,18 +108,54 @@ impl Sync for SyncService {
         );
 
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
-        let (sent_tx, sent_rx) = tokio::sync::watch::channel(0u64);
-        tokio::spawn(send_updates(Arc::clone(&controller), tx, sent_tx));
-        tokio::spawn(receive_acks(controller, connection, inbound, sent_rx));
+        let (sent_tx, sent_rx) = watch::channel(0u64);
+        // Dropped by `receive_acks` when the inbound side ends or breaks the protocol: the
+        // outbound side then ends too, so the whole stream closes.
+        let (close_tx, close_rx) = watch::channel(false);
+        tokio::spawn(send_updates(
+            Arc::clone(&controller),
+            tx,
+            sent_tx,
+            self.stop.clone(),
+            close_rx,
+        ));
+        tokio::spawn(receive_acks(
+            controller, connection, inbound, sent_rx, close_tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Send a snapshot, then deltas; resnapshot after lagging. Ends when the stream is gone.
+/// Stream updates until the client goes away, the inbound side closes the stream (`close`
+/// sender dropped), or the controller shuts down (`stop`).
 async fn send_updates(
     controller: Arc<Controller>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
-    sent: tokio::sync::watch::Sender<u64>,
+    sent: watch::Sender<u64>,
+    stop: Option<watch::Receiver<bool>>,
+    mut close: watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        match stop {
+            Some(mut stop) => {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = stream_updates(controller, &tx, sent) => {}
+        () = shutdown => {}
+        // Resolves with an error once the sender is dropped.
+        _ = close.changed() => {}
+    }
+}
+
+/// Send a snapshot, then deltas; resnapshot after lagging. Ends when the stream is gone.
+async fn stream_updates(
+    controller: Arc<Controller>,
+    tx: &mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+    sent: watch::Sender<u64>,
 ) {
     'resync: loop {
         let (snapshot, mut deltas) = controller.subscribe();
@@ -111,7 +167,7 @@ async fn send_updates(
         // Recorded before sending, so an ack can never outrun it.
         sent.send_replace(snapshot.generation);
         for chunk in full_update_chunks(snapshot.generation, &lists) {
-            if !send(&tx, chunk).await {
+            if !send(tx, chunk).await {
                 return;
             }
         }
@@ -127,7 +183,7 @@ async fn send_updates(
                 Ok(d) => {
                     sent.send_replace(d.generation);
                     for chunk in delta_chunks(d.generation, d.list, &d.add, &d.remove) {
-                        if !send(&tx, chunk).await {
+                        if !send(tx, chunk).await {
                             return;
                         }
                     }
@@ -161,7 +217,8 @@ async fn receive_acks(
     controller: Arc<Controller>,
     connection: u64,
     mut inbound: Streaming<pb::DataplaneMessage>,
-    sent: tokio::sync::watch::Receiver<u64>,
+    sent: watch::Receiver<u64>,
+    close: watch::Sender<bool>,
 ) {
     loop {
         let msg = match inbound.next().await {
@@ -189,7 +246,9 @@ async fn receive_acks(
             Some(pb::dataplane_message::Msg::Stats(stats)) => {
                 controller.dataplane_stats(connection, stats_from_wire(&stats));
             }
-            Some(pb::dataplane_message::Msg::Hello(_)) | None => {
+            // A message kind this controller does not know (a newer dataplane): ignore it.
+            None => continue,
+            Some(pb::dataplane_message::Msg::Hello(_)) => {
                 tracing::warn!(
                     connection,
                     "unexpected message on the sync stream; closing it"
@@ -198,6 +257,7 @@ async fn receive_acks(
             }
         }
     }
+    drop(close);
     controller.dataplane_disconnected(connection);
     tracing::info!(connection, "dataplane disconnected");
 }

@@ -17,6 +17,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Files and sockets start owner-only: the sockets are opened up to 0660 explicitly after
+    // bind, so no other user can connect in between; the database stays 0600.
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     init_logging(&args.log_level, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -18,6 +18,9 @@ use crate::feeds::{Feeds, FeedsError};
 use crate::grpc::{AdminService, SyncService};
 use crate::store::{Store, StoreError};
 
+/// How long shutdown waits for open connections after the servers were told to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Socket files are created with this mode: owner and group may connect, others may not.
 const SOCKET_MODE: u32 = 0o660;
 
@@ -128,9 +131,11 @@ pub async fn run(
 
     let sync = tonic::transport::Server::builder()
         .add_service(
-            SyncServer::new(SyncService::new(Arc::clone(&controller)))
-                .max_decoding_message_size(meds_proto::sync::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(meds_proto::sync::MAX_MESSAGE_BYTES),
+            SyncServer::new(
+                SyncService::new(Arc::clone(&controller)).with_shutdown(stop_rx.clone()),
+            )
+            .max_decoding_message_size(meds_proto::sync::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(meds_proto::sync::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(sync_listener),
@@ -146,25 +151,40 @@ pub async fn run(
         );
     let rest = api::serve(api_listener, router, stopped(stop_rx.clone()));
 
-    let result = tokio::try_join!(
-        async {
-            sync.await.map_err(|source| RunError::Grpc {
-                what: "sync",
-                source,
-            })
-        },
-        async {
-            admin.await.map_err(|source| RunError::Grpc {
-                what: "admin",
-                source,
-            })
-        },
-        async { rest.await.map_err(RunError::Api) },
-    );
+    let servers = async {
+        tokio::try_join!(
+            async {
+                sync.await.map_err(|source| RunError::Grpc {
+                    what: "sync",
+                    source,
+                })
+            },
+            async {
+                admin.await.map_err(|source| RunError::Grpc {
+                    what: "admin",
+                    source,
+                })
+            },
+            async { rest.await.map_err(RunError::Api) },
+        )
+        .map(|_| ())
+    };
+    // Streams end on shutdown by themselves; this only bounds a client that does not let go.
+    let grace = async {
+        stopped(stop_rx.clone()).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = servers => r,
+        () = grace => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after shutdown; closing anyway");
+            Ok(())
+        }
+    };
     remove_socket(&config.sync_socket);
     remove_socket(&config.admin_socket);
     tracing::info!("meds-controld stopped");
-    result.map(|_| ())
+    result
 }
 
 /// Bind a Unix socket at `path`, replacing a stale socket file left by a crash (but never a

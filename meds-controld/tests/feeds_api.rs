@@ -34,11 +34,12 @@ async fn call(
     uri: &str,
     body: Option<&str>,
 ) -> (StatusCode, Value) {
+    let is_post = method == Method::POST;
     let mut request = Request::builder()
         .method(method)
         .uri(uri)
         .header(header::AUTHORIZATION, auth());
-    if body.is_some() {
+    if body.is_some() || is_post {
         request = request.header(header::CONTENT_TYPE, "application/json");
     }
     let request = request
@@ -112,6 +113,15 @@ async fn rest_lists_updates_and_configures_feeds() {
     assert_eq!(body["feeds"].as_array().unwrap().len(), 1);
     assert!(body["feeds"][0]["entries"].as_u64().unwrap() > 0);
     assert!(!controller.list(ListKind::FeedFeodo).is_empty());
+    // Without the JSON Content-Type (a cross-site form or no-cors request could do that): 400.
+    let bare = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/feeds/update")
+        .header(header::AUTHORIZATION, auth())
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(bare).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let (status, body) = call(&app, Method::POST, "/v1/feeds/update", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let names: Vec<&str> = body["feeds"]

@@ -362,6 +362,12 @@ impl Bed {
         })
     }
 
+    /// SIGTERM the controller and wait for it to exit (bounded; SIGKILL and an error after that).
+    pub fn stop_controller(&mut self) -> Result<ExitStatus> {
+        let mut d = self.controller.take().context("no controller running")?;
+        d.terminate()
+    }
+
     /// SIGKILL the controller.
     pub fn kill_controller(&mut self) -> Result<ExitStatus> {
         let mut d = self.controller.take().context("no controller running")?;

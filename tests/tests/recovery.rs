@@ -217,3 +217,24 @@ fn dataplane_rules_are_removed_on_sigterm_and_never_duplicated() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn the_controller_stops_promptly_on_sigterm_with_a_dataplane_attached() -> Result<()> {
+    Bed::run("controller-sigterm", |bed| {
+        let started = std::time::Instant::now();
+        let status = bed.stop_controller()?;
+        ensure_clean_exit("meds-controld", status)?;
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "SIGTERM took {:?}",
+            started.elapsed()
+        );
+        for socket in [&bed.layout.sync_socket, &bed.layout.admin_socket] {
+            ensure!(!socket.exists(), "{} left behind", socket.display());
+        }
+        // The dataplane keeps enforcing and reconnects to the next controller.
+        bed.start_controller()?;
+        bed.wait_in_sync()?;
+        Ok(())
+    })
+}

@@ -82,6 +82,9 @@ async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FeedsResponse>, ApiError> {
     let body = body?;
+    // Always JSON, even without a body: a cross-site form or no-cors request (which a browser
+    // may send with cached credentials) cannot carry this Content-Type.
+    super::subnets::require_json(&headers)?;
     let request: UpdateBody = if body.iter().all(u8::is_ascii_whitespace) {
         UpdateBody::default()
     } else {
