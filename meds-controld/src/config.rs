@@ -127,8 +127,8 @@ pub enum ConfigError {
     Feed(#[from] crate::feeds::FeedFlagError),
 }
 
-/// Validated configuration.
-#[derive(Debug, Clone)]
+/// Validated configuration. Its `Debug` never shows the password.
+#[derive(Clone)]
 pub struct Config {
     pub db_path: PathBuf,
     pub api_addr: SocketAddr,
@@ -143,6 +143,24 @@ pub struct Config {
     /// Feed settings from `--update-interval`, `--update-timeout`, `--feed-max-shrink`,
     /// `--feed-url` and `--disable-feed`.
     pub feeds: crate::feeds::FeedsConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("db_path", &self.db_path)
+            .field("api_addr", &self.api_addr)
+            .field("sync_socket", &self.sync_socket)
+            .field("admin_socket", &self.admin_socket)
+            .field("admin_socket_gid", &self.admin_socket_gid)
+            .field("sync_socket_gid", &self.sync_socket_gid)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("api_body_limit", &self.api_body_limit)
+            .field("api_timeout", &self.api_timeout)
+            .field("feeds", &self.feeds)
+            .finish()
+    }
 }
 
 impl Config {
@@ -406,6 +424,16 @@ mod tests {
             let e = Config::from_args(&args(flags), env(&CREDS), false).unwrap_err();
             assert!(e.to_string().contains(needle), "{flags:?}: {e}");
         }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = Config::from_args(&args(&[]), env(&CREDS), false).unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("***"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub enum FeedUrlError {
 impl FeedUrl {
     /// Validate `text` as a feed URL.
     pub fn parse(text: &str) -> Result<FeedUrl, FeedUrlError> {
-        let shown: String = text.chars().take(200).collect();
+        let shown: String = redact_text(text).chars().take(200).collect();
         let url = Url::parse(text).map_err(|e| FeedUrlError::Invalid {
             url: shown.clone(),
             reason: e.to_string(),
@@ -98,16 +98,67 @@ impl FeedUrl {
 }
 
 impl std::fmt::Display for FeedUrl {
-    /// The URL with any password replaced by `***` (for logs and status; a mirror may carry
-    /// credentials).
+    /// The URL with any password and query string replaced by `***` (for logs and status; a
+    /// mirror may carry credentials or an API key).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.password().is_none() {
+        if self.0.password().is_none() && self.0.query().is_none() {
             return f.write_str(self.0.as_str());
         }
         let mut shown = self.0.clone();
-        // Only fails for URLs that cannot have credentials, which this one has.
-        let _ = shown.set_password(Some("***"));
+        if shown.password().is_some() {
+            // Only fails for URLs that cannot have credentials, which this one has.
+            let _ = shown.set_password(Some("***"));
+        }
+        if shown.query().is_some() {
+            shown.set_query(Some("***"));
+        }
         f.write_str(shown.as_str())
+    }
+}
+
+/// `text` (an unparsed URL) with the user-info part and the query hidden, for error messages.
+fn redact_text(text: &str) -> String {
+    let (before_query, had_query) = match text.split_once('?') {
+        Some((head, _)) => (head, true),
+        None => (text, false),
+    };
+    let mut out = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => before_query.to_string(),
+            }
+        }
+        None => before_query.to_string(),
+    };
+    if had_query {
+        out.push_str("?***");
+    }
+    out
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_reach_messages_or_display() {
+        for bad in [
+            "ftp://user:s3cret@mirror.example/x?key=abc123",
+            "http://user:s3cret@/x?key=abc123",
+        ] {
+            let e = FeedUrl::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("s3cret") && !e.contains("abc123"), "{e}");
+        }
+        let url = FeedUrl::parse("https://user:s3cret@mirror.example/f.txt?key=abc123").unwrap();
+        let shown = url.to_string();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("abc123"),
+            "{shown}"
+        );
+        assert!(shown.contains("mirror.example/f.txt"), "{shown}");
+        assert_eq!(redact_text("https://a.example/x"), "https://a.example/x");
     }
 }
 
