@@ -221,6 +221,9 @@ struct Master {
     state: PolicyState,
     /// The rule set last published (the base of the next incremental rebuild).
     rules: Arc<RuleSet>,
+    /// The one published before it, kept until the next publish so that its memory is freed
+    /// here, on the control thread, and never by a packet thread dropping the last reference.
+    previous: Option<Arc<RuleSet>>,
     revision: u64,
 }
 
@@ -309,8 +312,10 @@ impl PolicyStore {
 
     fn publish(&self, master: &mut Master, rules: RuleSet) -> u64 {
         let rules = Arc::new(rules);
-        master.rules = Arc::clone(&rules);
+        let replaced = std::mem::replace(&mut master.rules, Arc::clone(&rules));
         self.live.store(rules);
+        // Frees the rule set before `replaced` (if nothing else holds it) on this thread.
+        master.previous = Some(replaced);
         master.revision += 1;
         self.revision.send_replace(master.revision);
         master.state.generation

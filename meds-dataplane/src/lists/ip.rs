@@ -135,6 +135,32 @@ impl fmt::Debug for IpSet {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn keys_far_outside_a_narrow_indexed_span_never_overflow() {
+        // Many small IPv6 prefixes in a narrow span give a small index shift; a source far
+        // above (or below) it used to overflow the bucket arithmetic.
+        let prefixes: Vec<meds_proto::Cidr> = (0..100u128)
+            .map(|i| {
+                let addr = std::net::Ipv6Addr::from(
+                    0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + (i << 4),
+                );
+                meds_proto::Cidr::new(std::net::IpAddr::V6(addr), 127).unwrap()
+            })
+            .collect();
+        let set = IpSet::from_prefixes(prefixes.iter().copied());
+        for probe in [
+            "ffff::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::1",
+            "2001:db8::1000:0",
+        ] {
+            assert!(!set.contains(probe.parse().unwrap()), "{probe}");
+        }
+        assert!(set.contains("2001:db8::10".parse().unwrap()));
+        assert!(set.contains("2001:db8::631".parse().unwrap()));
+    }
+
     use super::*;
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};

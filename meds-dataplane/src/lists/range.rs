@@ -122,9 +122,10 @@ impl<K: Key, V: Copy + PartialEq> RangeMap<K, V> {
             // Below the first range: nothing contains `key`.
             let b = key.bucket(self.base, self.shift)?;
             let lo = self.index.get(b).map_or(n, |&i| i as usize);
-            let hi = self
-                .index
-                .get(b + 1)
+            // `b` saturates for a key far above the indexed span: no `b + 1` bucket then.
+            let hi = b
+                .checked_add(1)
+                .and_then(|next| self.index.get(next))
                 .map_or(n, |&i| (i as usize).saturating_add(1).min(n));
             (lo, hi)
         };
