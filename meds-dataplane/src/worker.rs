@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -31,11 +31,15 @@ use crate::chain::{Decision, RuleSet, UnparsableVerdict, decide};
 use crate::counters::Counters;
 use crate::nfqueue::{NfQueue, NfQueueError, QueuedPacket, packets};
 
+/// Longest time spent answering already-queued packets after `stop`.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
 /// Pause after a receive error that is not a transient buffer shortage.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
-/// Run the packet loop for `queue` until `stop` is set. Returns within about 200 ms of `stop`
-/// being set (one receive timeout), after answering the datagram in hand.
+/// Run the packet loop for `queue` until `stop` is set. Then answers the packets still queued
+/// and returns once a receive times out (about 200 ms of silence), at most [`DRAIN_LIMIT`]
+/// after `stop` was set.
 pub fn run(
     mut queue: NfQueue,
     policy: Arc<ArcSwap<RuleSet>>,
@@ -50,9 +54,21 @@ pub fn run(
         buffer_bytes = buf.len(),
         "packet worker started"
     );
-    while !stop.load(Ordering::Relaxed) {
+    // Once `stop` is set (the rules are already gone, so nothing new is queued), packets still
+    // in the queue get their verdicts instead of being dropped when the socket closes: drain
+    // until a receive times out, for at most DRAIN_LIMIT.
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        match drain_until {
+            None if stop.load(Ordering::Relaxed) => {
+                drain_until = Some(Instant::now() + DRAIN_LIMIT);
+            }
+            Some(deadline) if Instant::now() >= deadline => break,
+            _ => {}
+        }
         let len = match queue.recv(&mut buf) {
             Ok(Some(len)) => len,
+            Ok(None) if drain_until.is_some() => break,
             Ok(None) => continue,
             Err(error) => {
                 counters.record_recv_error();
