@@ -292,7 +292,33 @@ pub struct AdminService {
     feeds: Option<Arc<Feeds>>,
 }
 
+#[derive(Clone, Copy)]
+enum Modify {
+    Add,
+    Remove,
+}
+
 impl AdminService {
+    /// Decode, apply and encode one add or remove request.
+    async fn modify(
+        &self,
+        req: pb::ModifyEntriesRequest,
+        op: Modify,
+    ) -> Result<Response<pb::ModifyEntriesResponse>, Status> {
+        let list = list_kind(req.list)?;
+        let entries = parse_entries(list, &req.entries)?;
+        let change = match op {
+            Modify::Add => self.controller.add(list, entries, req.wait_applied).await,
+            Modify::Remove => {
+                self.controller
+                    .remove(list, entries, req.wait_applied)
+                    .await
+            }
+        }
+        .map_err(status_from_core)?;
+        Ok(Response::new(modify_response(&change)))
+    }
+
     /// Without feeds: the feed RPCs answer FAILED_PRECONDITION.
     pub fn new(controller: Arc<Controller>) -> AdminService {
         AdminService {
@@ -440,30 +466,14 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ModifyEntriesRequest>,
     ) -> Result<Response<pb::ModifyEntriesResponse>, Status> {
-        let req = request.into_inner();
-        let list = list_kind(req.list)?;
-        let entries = parse_entries(list, &req.entries)?;
-        let change = self
-            .controller
-            .add(list, entries, req.wait_applied)
-            .await
-            .map_err(status_from_core)?;
-        Ok(Response::new(modify_response(&change)))
+        self.modify(request.into_inner(), Modify::Add).await
     }
 
     async fn remove_entries(
         &self,
         request: Request<pb::ModifyEntriesRequest>,
     ) -> Result<Response<pb::ModifyEntriesResponse>, Status> {
-        let req = request.into_inner();
-        let list = list_kind(req.list)?;
-        let entries = parse_entries(list, &req.entries)?;
-        let change = self
-            .controller
-            .remove(list, entries, req.wait_applied)
-            .await
-            .map_err(status_from_core)?;
-        Ok(Response::new(modify_response(&change)))
+        self.modify(request.into_inner(), Modify::Remove).await
     }
 
     async fn check_ip(
