@@ -119,19 +119,9 @@ pub struct Status {
     pub dataplane_stats: Option<DataplaneStats>,
 }
 
-/// The REST/CLI name of a list.
+/// The REST/CLI name of a list ([`ListKind::public_name`]).
 pub fn public_name(list: ListKind) -> &'static str {
-    match list {
-        ListKind::IpAllow => "whitelist",
-        ListKind::IpBlock => "blacklist",
-        ListKind::FeedFireHol => "firehol",
-        ListKind::FeedSpamhaus => "spamhaus",
-        ListKind::FeedFeodo => "feodo",
-        ListKind::CountryBlock => "countries",
-        ListKind::AsnBlock => "asns",
-        ListKind::FeedAsnDrop => "spamhaus_asndrop",
-        ListKind::IpAsn => "iplocate",
-    }
+    list.public_name()
 }
 
 /// Everything the controller knows about one address (`medsctl check IP`).
@@ -255,7 +245,7 @@ impl Controller {
         self.read_view()
             .lists
             .get(&list)
-            .map(|s| s.iter().copied().collect())
+            .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -372,8 +362,8 @@ impl Controller {
             let view = self.read_view();
             let empty = BTreeSet::new();
             let old = view.lists.get(&list).unwrap_or(&empty);
-            let add: Vec<Entry> = entries.difference(old).copied().collect();
-            let remove: Vec<Entry> = old.difference(&entries).copied().collect();
+            let add: Vec<Entry> = entries.difference(old).cloned().collect();
+            let remove: Vec<Entry> = old.difference(&entries).cloned().collect();
             (add, remove)
         };
         if add.is_empty() && remove.is_empty() {
@@ -395,7 +385,7 @@ impl Controller {
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
         view.lists.insert(list, entries);
         view.generation = generation;
-        let changed: Vec<Entry> = add.iter().chain(remove.iter()).copied().collect();
+        let changed: Vec<Entry> = add.iter().chain(remove.iter()).cloned().collect();
         let _ = self.deltas.send(Arc::new(Delta {
             generation,
             list,
@@ -513,7 +503,7 @@ impl Controller {
         let set = view.lists.entry(list).or_default();
         for c in &applied.changed {
             if add {
-                set.insert(*c);
+                set.insert(c.clone());
             } else {
                 set.remove(c);
             }
@@ -548,7 +538,7 @@ impl Controller {
                     let entries = view
                         .lists
                         .get(k)
-                        .map(|s| s.iter().copied().collect())
+                        .map(|s| s.iter().cloned().collect())
                         .unwrap_or_default();
                     (*k, entries)
                 })
@@ -836,7 +826,7 @@ mod tests {
                 meds_proto::EntryKind::Asn => asn("64496"),
                 _ => row("203.0.113.0/24", 64496, "fr"),
             };
-            let err = ctl.add(list, vec![entry], false).await.unwrap_err();
+            let err = ctl.add(list, vec![entry.clone()], false).await.unwrap_err();
             assert!(matches!(err, CoreError::FeedList(_)), "{list}: {err:?}");
             assert!(err.to_string().contains(public_name(list)), "{err}");
             let err = ctl.remove(list, vec![entry], false).await.unwrap_err();
@@ -906,7 +896,7 @@ mod tests {
 
         // One row swapped for another: one add and one remove in one generation.
         let mut swapped = plus.clone();
-        let gone = *base.iter().next().unwrap();
+        let gone = base.iter().next().unwrap().clone();
         swapped.remove(&gone);
         swapped.insert(c("198.51.100.0/24"));
         let two = ctl

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use meds_proto::{Asn, Cidr, CountryCode, Entry, EntryKind, ListKind};
+use meds_proto::{Asn, Cidr, CountryCode, DomainName, Entry, EntryKind, Ja3Hash, Ja4, ListKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// Prefixes put on the allowlist when a database is created: loopback, private, CGNAT,
@@ -683,7 +683,7 @@ impl Store {
             op: op.name(),
             source,
         };
-        let unique: BTreeSet<Entry> = entries.iter().copied().collect();
+        let unique: BTreeSet<&Entry> = entries.iter().collect();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -706,13 +706,13 @@ impl Store {
             }
             .map_err(write_err)?;
             for entry in &unique {
-                let n = match (op, entry) {
+                let n = match (op, *entry) {
                     (Op::Add, Entry::Prefix(cidr)) => stmt.execute(row_params(list, cidr)),
                     _ => stmt.execute(params![list.name(), entry.to_string()]),
                 }
                 .map_err(write_err)?;
                 if n > 0 {
-                    changed.push(*entry);
+                    changed.push((*entry).clone());
                 }
             }
         }
@@ -806,6 +806,11 @@ fn parse_entry_row(list: ListKind, value: &str) -> Option<Entry> {
     let entry = match list.entry_kind() {
         EntryKind::Asn => Entry::Asn(Asn::from_str(value).ok()?),
         EntryKind::Country => Entry::Country(CountryCode::from_str(value).ok()?),
+        // Written from user input; read back with the lenient rules (a name is only ever
+        // stored canonical, and the check below refuses anything else).
+        EntryKind::Domain => Entry::Domain(DomainName::from_feed(value).ok()?),
+        EntryKind::Ja3 => Entry::Ja3(Ja3Hash::from_str(value).ok()?),
+        EntryKind::Ja4 => Entry::Ja4(Ja4::from_str(value).ok()?),
         EntryKind::Prefix | EntryKind::IpAsn => return None,
     };
     (entry.to_string() == value).then_some(entry)

@@ -275,7 +275,7 @@ async fn spamhaus_v4_and_v6_are_unioned_and_asn_drop_and_iplocate_fill_their_lis
 
     let mut union = parsed(Format::SpamhausDrop, &v4);
     let v6_entries = parsed(Format::SpamhausDrop, &v6);
-    union.extend(v6_entries.iter().copied());
+    union.extend(v6_entries.iter().cloned());
     let got: BTreeSet<Entry> = controller
         .list(ListKind::FeedSpamhaus)
         .into_iter()

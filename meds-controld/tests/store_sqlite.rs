@@ -262,7 +262,7 @@ fn generation_is_monotonic_across_reopen() {
         let at_open = store.load().unwrap().generation;
         assert!(at_open >= last, "round {round}: {at_open} < {last}");
         let entry = c(&format!("203.0.113.{round}"));
-        let added = store.add(ListKind::IpBlock, &[entry]).unwrap();
+        let added = store.add(ListKind::IpBlock, &[entry.clone()]).unwrap();
         assert_eq!(added.generation, at_open + 1);
         let removed = store.remove(ListKind::IpBlock, &[entry]).unwrap();
         assert_eq!(removed.generation, at_open + 2);
@@ -563,9 +563,9 @@ fn feed_lists_and_wrong_entry_kinds_are_refused_without_a_change() {
     for (list, entry) in feeds {
         for add in [true, false] {
             let result = if add {
-                store.add(list, &[entry])
+                store.add(list, &[entry.clone()])
             } else {
-                store.remove(list, &[entry])
+                store.remove(list, &[entry.clone()])
             };
             match result {
                 Err(e @ StoreError::FeedList { .. }) => {
@@ -589,7 +589,7 @@ fn feed_lists_and_wrong_entry_kinds_are_refused_without_a_change() {
             meds_proto::EntryKind::Country => cc("de"),
             _ => asn("64511"),
         };
-        match store.add(list, &[good, entry]) {
+        match store.add(list, &[good, entry.clone()]) {
             Err(StoreError::WrongEntry {
                 list: l,
                 expected,

@@ -317,7 +317,7 @@ fn main() {
                 (
                     *k,
                     meds_proto::sync::ListDelta {
-                        add: resend.entries(*k).copied().collect(),
+                        add: resend.entries(*k).cloned().collect(),
                         remove: vec![],
                     },
                 )

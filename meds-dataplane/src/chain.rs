@@ -12,7 +12,23 @@
 //! | 6 | country of the source in the country blocklist (`CountryBlock`) | drop | `geo` / `IPLocate` |
 //! | 7 | ASN of the source in Spamhaus ASN-DROP (`FeedAsnDrop`) | drop | `asn` / `Spamhaus` |
 //! | 8 | ASN of the source in the user ASN blocklist (`AsnBlock`) | drop | `asn` / `BlackList` |
+//! | 9 | every name of the packet in the domain allowlist (`DomainAllow`) | accept, ends the chain | `domain` / `WhiteList` |
+//! | 10 | a name not allowlisted, in the domain blocklist (`DomainBlock`) | drop | `domain` / `BlackList` |
+//! | 11 | a name not allowlisted, in StevenBlack (`FeedStevenBlack`) | drop | `domain` / `StevenBlack` |
+//! | 12 | a name not allowlisted, in someonewhocares (`FeedSomeoneWhoCares`) | drop | `domain` / `SomeoneWhoCares` |
+//! | 13 | the ClientHello's JA3 in abuse.ch SSLBL (`FeedSslblJa3`) | drop | `ja3` / `Abuse` |
+//! | 14 | the JA3 in the user JA3 blocklist (`Ja3Block`) | drop | `ja3` / `BlackList` |
+//! | 15 | the JA4 in the user JA4 blocklist (`Ja4Block`) | drop | `ja4` / `BlackList` |
 //! | – | nothing matched | accept | `empty` / `default` |
+//!
+//! Steps 9–15 look at what the payload carried ([`AppView`]): the DNS question names and CNAME
+//! targets, the TLS SNI, the JA3 and JA4 of a ClientHello. "Names" are the DNS names and the SNI.
+//! Precedence between the domain lists is **per name** (the original let one allowlisted name
+//! in a DNS packet accept the whole packet, upstream W19): a packet is dropped when any of its
+//! names is on a domain blocklist or hosts feed *and that name is not allowlisted*. Only when
+//! every name is allowlisted does the allowlist accept the packet outright (skipping the
+//! fingerprint lists, as the original's domain whitelist did). A packet without names or
+//! fingerprints passes steps 9–15.
 //!
 //! The source's country and ASN come from the IP-to-ASN table (`IpAsn`, longest-prefix match),
 //! looked up at most once per packet and only when a country or ASN list is non-empty. An
@@ -29,9 +45,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use meds_proto::{Entry, ListKind};
+use meds_proto::{Entry, Ja3Hash, Ja4, ListKind};
 
-use crate::lists::{AsnSet, AsnTable, CountrySet, IpSet};
+use crate::lists::{AsnSet, AsnTable, CountrySet, DomainSet, FingerprintSet, IpSet};
 use crate::packet::{self, PacketMeta};
 
 /// What the kernel is told to do with a packet.
@@ -59,9 +75,9 @@ impl Verdict {
     }
 }
 
-/// Which filter took the decision. Labels keep the original's spelling. New filters (rate,
-/// domain, ja3) are added as variants here and in [`Filter::ALL`]; the counters size
-/// themselves from it.
+/// Which filter took the decision. Labels keep the original's spelling (`ja4` is new). New
+/// filters are added as variants here and in [`Filter::ALL`]; the counters size themselves
+/// from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Filter {
     /// No filter matched (or the packet could not be read).
@@ -72,11 +88,25 @@ pub enum Filter {
     Geo,
     /// The ASN lists: Spamhaus ASN-DROP, user ASN blocklist.
     Asn,
+    /// The domain lists: allowlist, blocklist, hosts feeds.
+    Domain,
+    /// The JA3 lists: abuse.ch SSLBL, user JA3 blocklist.
+    Ja3,
+    /// The user JA4 blocklist.
+    Ja4,
 }
 
 impl Filter {
     /// Every filter, in index order.
-    pub const ALL: [Filter; 4] = [Filter::Empty, Filter::Ip, Filter::Geo, Filter::Asn];
+    pub const ALL: [Filter; 7] = [
+        Filter::Empty,
+        Filter::Ip,
+        Filter::Geo,
+        Filter::Asn,
+        Filter::Domain,
+        Filter::Ja3,
+        Filter::Ja4,
+    ];
 
     /// Metric / status label.
     pub fn label(self) -> &'static str {
@@ -85,6 +115,9 @@ impl Filter {
             Filter::Ip => "ip",
             Filter::Geo => "geo",
             Filter::Asn => "asn",
+            Filter::Domain => "domain",
+            Filter::Ja3 => "ja3",
+            Filter::Ja4 => "ja4",
         }
     }
 
@@ -106,11 +139,13 @@ pub enum Reason {
     Spamhaus,
     Abuse,
     IpLocate,
+    StevenBlack,
+    SomeoneWhoCares,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Default,
         Reason::Unparsable,
         Reason::WhiteList,
@@ -119,6 +154,8 @@ impl Reason {
         Reason::Spamhaus,
         Reason::Abuse,
         Reason::IpLocate,
+        Reason::StevenBlack,
+        Reason::SomeoneWhoCares,
     ];
 
     /// Metric / status label.
@@ -132,6 +169,8 @@ impl Reason {
             Reason::Spamhaus => "Spamhaus",
             Reason::Abuse => "Abuse",
             Reason::IpLocate => "IPLocate",
+            Reason::StevenBlack => "StevenBlack",
+            Reason::SomeoneWhoCares => "SomeoneWhoCares",
         }
     }
 
@@ -184,6 +223,24 @@ impl Decision {
     pub const ASN_DROP: Decision = Decision::drop(Filter::Asn, Reason::Spamhaus);
     /// Source's ASN in the user ASN blocklist.
     pub const ASN_BLACKLISTED: Decision = Decision::drop(Filter::Asn, Reason::BlackList);
+    /// Every name of the packet in the domain allowlist.
+    pub const DOMAIN_WHITELISTED: Decision = Decision {
+        verdict: Verdict::Accept,
+        filter: Filter::Domain,
+        reason: Reason::WhiteList,
+    };
+    /// A name (not allowlisted) in the domain blocklist.
+    pub const DOMAIN_BLACKLISTED: Decision = Decision::drop(Filter::Domain, Reason::BlackList);
+    /// A name (not allowlisted) in the StevenBlack hosts feed.
+    pub const STEVENBLACK: Decision = Decision::drop(Filter::Domain, Reason::StevenBlack);
+    /// A name (not allowlisted) in the someonewhocares hosts feed.
+    pub const SOMEONEWHOCARES: Decision = Decision::drop(Filter::Domain, Reason::SomeoneWhoCares);
+    /// The JA3 in abuse.ch SSLBL.
+    pub const SSLBL: Decision = Decision::drop(Filter::Ja3, Reason::Abuse);
+    /// The JA3 in the user JA3 blocklist.
+    pub const JA3_BLACKLISTED: Decision = Decision::drop(Filter::Ja3, Reason::BlackList);
+    /// The JA4 in the user JA4 blocklist.
+    pub const JA4_BLACKLISTED: Decision = Decision::drop(Filter::Ja4, Reason::BlackList);
 
     /// The decision for a packet without a readable source address.
     pub fn unparsable(policy: UnparsableVerdict) -> Decision {
@@ -207,6 +264,13 @@ impl Decision {
             ListKind::FeedAsnDrop => Decision::ASN_DROP,
             ListKind::AsnBlock => Decision::ASN_BLACKLISTED,
             ListKind::IpAsn => return None,
+            ListKind::DomainAllow => Decision::DOMAIN_WHITELISTED,
+            ListKind::DomainBlock => Decision::DOMAIN_BLACKLISTED,
+            ListKind::FeedStevenBlack => Decision::STEVENBLACK,
+            ListKind::FeedSomeoneWhoCares => Decision::SOMEONEWHOCARES,
+            ListKind::FeedSslblJa3 => Decision::SSLBL,
+            ListKind::Ja3Block => Decision::JA3_BLACKLISTED,
+            ListKind::Ja4Block => Decision::JA4_BLACKLISTED,
         })
     }
 }
@@ -242,8 +306,40 @@ pub struct RuleSet {
     asn_block: Arc<AsnSet>,
     asn_drop: Arc<AsnSet>,
     asn_table: Arc<AsnTable>,
+    domain_allow: Arc<DomainSet>,
+    domain_block: Arc<DomainSet>,
+    stevenblack: Arc<DomainSet>,
+    someonewhocares: Arc<DomainSet>,
+    sslbl: Arc<FingerprintSet<Ja3Hash>>,
+    ja3_block: Arc<FingerprintSet<Ja3Hash>>,
+    ja4_block: Arc<FingerprintSet<Ja4>>,
     /// Steps 6–8 can match: the table and a country or ASN list are non-empty.
     origin_stage: bool,
+}
+
+/// The names and fingerprints one packet's payload carried (steps 9–15 of the chain). Built by
+/// the packet inspector from borrowed buffers; empty for a packet that carried none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppView<'a> {
+    /// DNS question names and CNAME targets (lower-case text, no trailing dot).
+    pub dns: &'a [&'a str],
+    /// The TLS SNI host name, as sent.
+    pub sni: Option<&'a [u8]>,
+    /// JA3 of the ClientHello (computed only when a JA3 list is non-empty, or for replay).
+    pub ja3: Option<Ja3Hash>,
+    /// JA4 of the ClientHello (computed only when the JA4 list is non-empty, or for replay).
+    pub ja4: Option<Ja4>,
+}
+
+impl AppView<'_> {
+    /// No names and no fingerprints.
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.sni.is_none() && self.ja3.is_none() && self.ja4.is_none()
+    }
+
+    fn names(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.dns.iter().map(|n| n.as_bytes()).chain(self.sni)
+    }
 }
 
 impl RuleSet {
@@ -278,6 +374,26 @@ impl RuleSet {
                 _ => None,
             })))
         };
+        let domains = |entries: I::IntoIter| {
+            Arc::new(DomainSet::new(
+                entries
+                    .filter_map(|e| match e {
+                        Entry::Domain(d) => Some(d.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ))
+        };
+        let ja3s = |entries: I::IntoIter| {
+            Arc::new(FingerprintSet::new(
+                entries
+                    .filter_map(|e| match e {
+                        Entry::Ja3(h) => Some(*h),
+                        _ => None,
+                    })
+                    .collect(),
+            ))
+        };
         match list {
             ListKind::IpAllow => self.allow = prefixes(entries),
             ListKind::IpBlock => self.block = prefixes(entries),
@@ -298,6 +414,22 @@ impl RuleSet {
                     Entry::IpAsn(row) => Some(row),
                     _ => None,
                 })));
+            }
+            ListKind::DomainAllow => self.domain_allow = domains(entries),
+            ListKind::DomainBlock => self.domain_block = domains(entries),
+            ListKind::FeedStevenBlack => self.stevenblack = domains(entries),
+            ListKind::FeedSomeoneWhoCares => self.someonewhocares = domains(entries),
+            ListKind::FeedSslblJa3 => self.sslbl = ja3s(entries),
+            ListKind::Ja3Block => self.ja3_block = ja3s(entries),
+            ListKind::Ja4Block => {
+                self.ja4_block = Arc::new(FingerprintSet::new(
+                    entries
+                        .filter_map(|e| match e {
+                            Entry::Ja4(f) => Some(*f),
+                            _ => None,
+                        })
+                        .collect(),
+                ));
             }
         }
         let origin_lists =
@@ -365,6 +497,13 @@ impl RuleSet {
             ListKind::AsnBlock => self.asn_block.len(),
             ListKind::FeedAsnDrop => self.asn_drop.len(),
             ListKind::IpAsn => self.asn_table.len(),
+            ListKind::DomainAllow => self.domain_allow.len(),
+            ListKind::DomainBlock => self.domain_block.len(),
+            ListKind::FeedStevenBlack => self.stevenblack.len(),
+            ListKind::FeedSomeoneWhoCares => self.someonewhocares.len(),
+            ListKind::FeedSslblJa3 => self.sslbl.len(),
+            ListKind::Ja3Block => self.ja3_block.len(),
+            ListKind::Ja4Block => self.ja4_block.len(),
         }
     }
 
@@ -381,7 +520,105 @@ impl RuleSet {
             ListKind::AsnBlock => Arc::ptr_eq(&self.asn_block, &other.asn_block),
             ListKind::FeedAsnDrop => Arc::ptr_eq(&self.asn_drop, &other.asn_drop),
             ListKind::IpAsn => Arc::ptr_eq(&self.asn_table, &other.asn_table),
+            ListKind::DomainAllow => Arc::ptr_eq(&self.domain_allow, &other.domain_allow),
+            ListKind::DomainBlock => Arc::ptr_eq(&self.domain_block, &other.domain_block),
+            ListKind::FeedStevenBlack => Arc::ptr_eq(&self.stevenblack, &other.stevenblack),
+            ListKind::FeedSomeoneWhoCares => {
+                Arc::ptr_eq(&self.someonewhocares, &other.someonewhocares)
+            }
+            ListKind::FeedSslblJa3 => Arc::ptr_eq(&self.sslbl, &other.sslbl),
+            ListKind::Ja3Block => Arc::ptr_eq(&self.ja3_block, &other.ja3_block),
+            ListKind::Ja4Block => Arc::ptr_eq(&self.ja4_block, &other.ja4_block),
         }
+    }
+
+    /// Any domain list (allowlist included) is non-empty: names are worth extracting.
+    pub fn wants_names(&self) -> bool {
+        !(self.domain_allow.is_empty()
+            && self.domain_block.is_empty()
+            && self.stevenblack.is_empty()
+            && self.someonewhocares.is_empty())
+    }
+
+    /// A JA3 list is non-empty: the JA3 of a ClientHello is worth computing.
+    pub fn wants_ja3(&self) -> bool {
+        !(self.sslbl.is_empty() && self.ja3_block.is_empty())
+    }
+
+    /// The JA4 list is non-empty: the JA4 of a ClientHello is worth computing.
+    pub fn wants_ja4(&self) -> bool {
+        !self.ja4_block.is_empty()
+    }
+
+    /// The domain allowlist.
+    pub fn domain_allow(&self) -> &Arc<DomainSet> {
+        &self.domain_allow
+    }
+
+    /// The domain blocklist.
+    pub fn domain_block(&self) -> &Arc<DomainSet> {
+        &self.domain_block
+    }
+
+    /// Run the whole chain: the source address (steps 1–8), then what the payload carried
+    /// (steps 9–15).
+    #[inline]
+    pub fn evaluate_with(&self, src: IpAddr, app: &AppView<'_>) -> Decision {
+        let by_source = self.evaluate_source(src);
+        if by_source != Decision::DEFAULT || app.is_empty() {
+            return by_source;
+        }
+        self.evaluate_app(app)
+    }
+
+    /// Steps 9–15 only.
+    pub fn evaluate_app(&self, app: &AppView<'_>) -> Decision {
+        let mut any_name = false;
+        let mut all_allowed = true;
+        for name in app.names() {
+            any_name = true;
+            if !self.domain_allow.contains(name) {
+                all_allowed = false;
+                break;
+            }
+        }
+        if any_name && all_allowed {
+            return Decision::DOMAIN_WHITELISTED;
+        }
+        // Per name: an allowlisted name is exempt, every other one is checked. List order
+        // decides the label when names hit different lists.
+        let lists: [(&DomainSet, Decision); 3] = [
+            (&self.domain_block, Decision::DOMAIN_BLACKLISTED),
+            (&self.stevenblack, Decision::STEVENBLACK),
+            (&self.someonewhocares, Decision::SOMEONEWHOCARES),
+        ];
+        if any_name {
+            for (set, decision) in lists {
+                if set.is_empty() {
+                    continue;
+                }
+                if app
+                    .names()
+                    .any(|n| set.contains(n) && !self.domain_allow.contains(n))
+                {
+                    return decision;
+                }
+            }
+        }
+        if let Some(ja3) = app.ja3 {
+            if self.sslbl.contains(&ja3) {
+                return Decision::SSLBL;
+            }
+            if self.ja3_block.contains(&ja3) {
+                return Decision::JA3_BLACKLISTED;
+            }
+        }
+        if let Some(ja4) = app.ja4
+            && self.ja4_block.contains(&ja4)
+        {
+            return Decision::JA4_BLACKLISTED;
+        }
+        Decision::DEFAULT
     }
 
     /// Run the chain for a parsed packet.

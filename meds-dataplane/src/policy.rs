@@ -117,7 +117,7 @@ impl PolicyState {
                 let mut added: Vec<Entry> = delta
                     .add
                     .into_iter()
-                    .filter(|e| e.kind() == wanted && set.insert(*e))
+                    .filter(|e| e.kind() == wanted && set.insert(e.clone()))
                     .collect();
                 // Removed and added back in the same delta: the list is as it was.
                 removed.sort_unstable();
@@ -175,8 +175,8 @@ impl PolicyState {
         for (kind, set) in &self.lists {
             for entry in set {
                 match groups.last_mut() {
-                    Some((k, v)) if k == kind => v.push(*entry),
-                    _ => groups.push((*kind, vec![*entry])),
+                    Some((k, v)) if k == kind => v.push(entry.clone()),
+                    _ => groups.push((*kind, vec![entry.clone()])),
                 }
                 in_chunk += 1;
                 done += 1;
@@ -675,7 +675,7 @@ mod tests {
         fn lists_as_updates(&self) -> Vec<(ListKind, Vec<Entry>)> {
             self.lists
                 .iter()
-                .map(|(k, set)| (*k, set.iter().copied().collect()))
+                .map(|(k, set)| (*k, set.iter().cloned().collect()))
                 .collect()
         }
     }

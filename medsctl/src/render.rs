@@ -19,17 +19,7 @@ use tabled::settings::{Alignment, Padding, Style};
 /// The name operators use for a list (also the `"list"` field of `list --json` and the keys
 /// of `status --json`'s `"lists"`), as the controller's REST API names it.
 pub fn list_name(list: ListKind) -> &'static str {
-    match list {
-        ListKind::IpAllow => "whitelist",
-        ListKind::IpBlock => "blacklist",
-        ListKind::FeedFireHol => "firehol",
-        ListKind::FeedSpamhaus => "spamhaus",
-        ListKind::FeedFeodo => "feodo",
-        ListKind::CountryBlock => "countries",
-        ListKind::AsnBlock => "asns",
-        ListKind::FeedAsnDrop => "spamhaus_asndrop",
-        ListKind::IpAsn => "iplocate",
-    }
+    list.public_name()
 }
 
 /// How a sentence names a list ("added 2 entries to the country blocklist").
@@ -44,6 +34,13 @@ pub fn list_title(list: ListKind) -> &'static str {
         ListKind::AsnBlock => "ASN blocklist",
         ListKind::FeedAsnDrop => "Spamhaus ASN-DROP feed",
         ListKind::IpAsn => "IP-to-ASN table",
+        ListKind::DomainAllow => "domain whitelist",
+        ListKind::DomainBlock => "domain blacklist",
+        ListKind::FeedStevenBlack => "StevenBlack hosts feed",
+        ListKind::FeedSomeoneWhoCares => "someonewhocares hosts feed",
+        ListKind::FeedSslblJa3 => "abuse.ch SSLBL JA3 feed",
+        ListKind::Ja3Block => "JA3 blocklist",
+        ListKind::Ja4Block => "JA4 blocklist",
     }
 }
 
@@ -777,7 +774,14 @@ mod tests {
                 "countries",
                 "asns",
                 "spamhaus_asndrop",
-                "iplocate"
+                "iplocate",
+                "domain_whitelist",
+                "domain_blacklist",
+                "stevenblack",
+                "someonewhocares",
+                "sslbl_ja3",
+                "ja3",
+                "ja4"
             ]
         );
     }

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use crate::{Asn, AsnError, Cidr, CidrError, CountryCode, CountryError, pb};
+use crate::{
+    Asn, AsnError, Cidr, CidrError, CountryCode, CountryError, DomainError, DomainName,
+    FingerprintError, Ja3Hash, Ja4, pb,
+};
 
 /// What a list holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,6 +19,12 @@ pub enum EntryKind {
     Country,
     /// IP prefix → ASN and country (the IP-to-ASN table).
     IpAsn,
+    /// Domain names (matched with their subdomains).
+    Domain,
+    /// JA3 hashes.
+    Ja3,
+    /// JA4 fingerprints.
+    Ja4,
 }
 
 /// A row of the IP-to-ASN table: who announces `prefix`, and the registration country.
@@ -27,13 +36,16 @@ pub struct IpAsn {
     pub country: Option<CountryCode>,
 }
 
-/// One list element.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One list element. Not `Copy`: a domain name owns its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Entry {
     Prefix(Cidr),
     Asn(Asn),
     Country(CountryCode),
     IpAsn(IpAsn),
+    Domain(DomainName),
+    Ja3(Ja3Hash),
+    Ja4(Ja4),
 }
 
 /// Why a wire entry was refused.
@@ -54,6 +66,12 @@ pub enum EntryError {
     Country(String),
     #[error("IP-to-ASN row for {0} has neither an ASN nor a country")]
     IpAsnEmpty(Cidr),
+    #[error("domain {0:?} is not in canonical form")]
+    Domain(String),
+    #[error("JA3 hash is {0} bytes long, not 16")]
+    Ja3(usize),
+    #[error("JA4 fingerprint {0:?} is not in canonical form")]
+    Ja4(String),
 }
 
 /// Why user text is not an entry of the wanted kind. Messages name the value.
@@ -65,6 +83,10 @@ pub enum EntryParseError {
     Asn(#[from] AsnError),
     #[error(transparent)]
     Country(#[from] CountryError),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Fingerprint(#[from] FingerprintError),
     #[error("IP-to-ASN rows come from the feed and cannot be typed in")]
     NotUserEditable,
 }
@@ -77,6 +99,9 @@ impl Entry {
             EntryKind::Asn => Entry::Asn(text.parse()?),
             EntryKind::Country => Entry::Country(text.parse()?),
             EntryKind::IpAsn => return Err(EntryParseError::NotUserEditable),
+            EntryKind::Domain => Entry::Domain(DomainName::parse_user(text)?),
+            EntryKind::Ja3 => Entry::Ja3(text.parse()?),
+            EntryKind::Ja4 => Entry::Ja4(text.parse()?),
         })
     }
 
@@ -86,6 +111,9 @@ impl Entry {
             Entry::Asn(_) => EntryKind::Asn,
             Entry::Country(_) => EntryKind::Country,
             Entry::IpAsn(_) => EntryKind::IpAsn,
+            Entry::Domain(_) => EntryKind::Domain,
+            Entry::Ja3(_) => EntryKind::Ja3,
+            Entry::Ja4(_) => EntryKind::Ja4,
         }
     }
 
@@ -100,6 +128,9 @@ impl Entry {
                 asn: r.asn.map_or(0, Asn::get),
                 country: r.country.map(|c| c.to_string()).unwrap_or_default(),
             }),
+            Entry::Domain(d) => Value::Domain(d.as_str().to_owned()),
+            Entry::Ja3(h) => Value::Ja3(h.digest().to_vec()),
+            Entry::Ja4(f) => Value::Ja4(f.as_str().to_owned()),
         };
         pb::Entry { value: Some(value) }
     }
@@ -132,6 +163,24 @@ impl Entry {
                     country,
                 })
             }
+            // Feed lists carry names only the lenient rules accept, so the wire uses them too;
+            // anything but the canonical form is refused (a sender that normalises differently
+            // would otherwise store one name twice).
+            Value::Domain(s) => match DomainName::from_feed(s) {
+                Ok(d) if d.as_str() == s => Entry::Domain(d),
+                _ => return Err(EntryError::Domain(clip(s))),
+            },
+            Value::Ja3(bytes) => {
+                let digest: [u8; 16] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| EntryError::Ja3(bytes.len()))?;
+                Entry::Ja3(Ja3Hash::from_digest(digest))
+            }
+            Value::Ja4(s) => match s.parse::<Ja4>() {
+                Ok(f) if f.as_str() == s => Entry::Ja4(f),
+                _ => return Err(EntryError::Ja4(clip(s))),
+            },
         };
         if entry.kind() != expected {
             return Err(EntryError::WrongKind {
@@ -149,7 +198,7 @@ fn clip(s: &str) -> String {
 
 impl fmt::Display for Entry {
     /// Canonical text: `10.0.0.0/8`, `64496`, `fr`, `1.0.0.0/24 13335 us` (`-` for a missing
-    /// ASN or country).
+    /// ASN or country), `example.com`, a JA3 hash in lower-case hex, a JA4 in lower case.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Entry::Prefix(c) => write!(f, "{c}"),
@@ -166,6 +215,9 @@ impl fmt::Display for Entry {
                     None => f.write_str(" -"),
                 }
             }
+            Entry::Domain(d) => write!(f, "{d}"),
+            Entry::Ja3(h) => write!(f, "{h}"),
+            Entry::Ja4(j) => write!(f, "{j}"),
         }
     }
 }
@@ -197,6 +249,9 @@ mod tests {
             ip_asn("1.0.0.0/24", Some(13335), Some("us")),
             ip_asn("2001:db8::/32", None, Some("eu")),
             ip_asn("203.0.113.0/24", Some(64496), None),
+            Entry::Domain(DomainName::parse_user("Bücher.Example.").unwrap()),
+            Entry::Ja3("E7D705A3286E19EA42F587B344EE6865".parse().unwrap()),
+            Entry::Ja4("T13D1516H2_8DAAF6152771_02713D6AF862".parse().unwrap()),
         ];
         let texts = [
             "10.0.0.0/8",
@@ -205,6 +260,9 @@ mod tests {
             "1.0.0.0/24 13335 us",
             "2001:db8::/32 - eu",
             "203.0.113.0/24 64496 -",
+            "xn--bcher-kva.example",
+            "e7d705a3286e19ea42f587b344ee6865",
+            "t13d1516h2_8daaf6152771_02713d6af862",
         ];
         for (e, t) in entries.iter().zip(texts) {
             assert_eq!(Entry::from_wire(&e.to_wire(), e.kind()).unwrap(), *e);
@@ -246,5 +304,53 @@ mod tests {
             Entry::from_wire(&hollow, EntryKind::IpAsn),
             Err(EntryError::IpAsnEmpty(_))
         ));
+        for bad in ["Example.com", "example.com.", "", "a..b", "*.x.com"] {
+            let wire = pb::Entry {
+                value: Some(pb::entry::Value::Domain(bad.into())),
+            };
+            assert!(
+                matches!(
+                    Entry::from_wire(&wire, EntryKind::Domain),
+                    Err(EntryError::Domain(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        // Feed-only names (leading hyphen) travel: the feed lists hold them.
+        let feed_name = pb::Entry {
+            value: Some(pb::entry::Value::Domain("-ads.example".into())),
+        };
+        assert!(Entry::from_wire(&feed_name, EntryKind::Domain).is_ok());
+        let short_ja3 = pb::Entry {
+            value: Some(pb::entry::Value::Ja3(vec![0; 15])),
+        };
+        assert_eq!(
+            Entry::from_wire(&short_ja3, EntryKind::Ja3),
+            Err(EntryError::Ja3(15))
+        );
+        let upper_ja4 = pb::Entry {
+            value: Some(pb::entry::Value::Ja4(
+                "T13D1516H2_8DAAF6152771_02713D6AF862".into(),
+            )),
+        };
+        assert!(Entry::from_wire(&upper_ja4, EntryKind::Ja4).is_err());
+    }
+
+    #[test]
+    fn user_text_of_new_kinds() {
+        assert!(matches!(
+            Entry::parse_user(EntryKind::Domain, "bad .com"),
+            Err(EntryParseError::Domain(_))
+        ));
+        assert!(matches!(
+            Entry::parse_user(EntryKind::Ja3, "xyz"),
+            Err(EntryParseError::Fingerprint(_))
+        ));
+        assert_eq!(
+            Entry::parse_user(EntryKind::Domain, "WWW.Bad.COM.")
+                .unwrap()
+                .to_string(),
+            "www.bad.com"
+        );
     }
 }

@@ -25,11 +25,26 @@ pub enum ListKind {
     FeedAsnDrop,
     /// IP-to-ASN-and-country table.
     IpAsn,
+    /// Global domain allowlist: a listed name (or subdomain) is never blocked by the domain,
+    /// hosts-feed or fingerprint filters for that name.
+    DomainAllow,
+    /// Global domain blocklist.
+    DomainBlock,
+    /// StevenBlack hosts feed.
+    FeedStevenBlack,
+    /// someonewhocares.org hosts feed.
+    FeedSomeoneWhoCares,
+    /// abuse.ch SSLBL JA3 fingerprint feed.
+    FeedSslblJa3,
+    /// User JA3 blocklist.
+    Ja3Block,
+    /// User JA4 blocklist.
+    Ja4Block,
 }
 
 impl ListKind {
     /// Every list, in chain order.
-    pub const ALL: [ListKind; 9] = [
+    pub const ALL: [ListKind; 16] = [
         ListKind::IpAllow,
         ListKind::IpBlock,
         ListKind::FeedFireHol,
@@ -39,6 +54,13 @@ impl ListKind {
         ListKind::AsnBlock,
         ListKind::FeedAsnDrop,
         ListKind::IpAsn,
+        ListKind::DomainAllow,
+        ListKind::DomainBlock,
+        ListKind::FeedStevenBlack,
+        ListKind::FeedSomeoneWhoCares,
+        ListKind::FeedSslblJa3,
+        ListKind::Ja3Block,
+        ListKind::Ja4Block,
     ];
 
     /// Stable lower-case name, used in the store, logs and the CLI.
@@ -53,7 +75,42 @@ impl ListKind {
             ListKind::AsnBlock => "asn_block",
             ListKind::FeedAsnDrop => "feed_asn_drop",
             ListKind::IpAsn => "ip_asn",
+            ListKind::DomainAllow => "domain_allow",
+            ListKind::DomainBlock => "domain_block",
+            ListKind::FeedStevenBlack => "feed_stevenblack",
+            ListKind::FeedSomeoneWhoCares => "feed_someonewhocares",
+            ListKind::FeedSslblJa3 => "feed_sslbl_ja3",
+            ListKind::Ja3Block => "ja3_block",
+            ListKind::Ja4Block => "ja4_block",
         }
+    }
+
+    /// The name operators see in the REST API, `medsctl` and status output (`whitelist`,
+    /// `domain_blacklist`, `firehol`, …).
+    pub fn public_name(self) -> &'static str {
+        match self {
+            ListKind::IpAllow => "whitelist",
+            ListKind::IpBlock => "blacklist",
+            ListKind::FeedFireHol => "firehol",
+            ListKind::FeedSpamhaus => "spamhaus",
+            ListKind::FeedFeodo => "feodo",
+            ListKind::CountryBlock => "countries",
+            ListKind::AsnBlock => "asns",
+            ListKind::FeedAsnDrop => "spamhaus_asndrop",
+            ListKind::IpAsn => "iplocate",
+            ListKind::DomainAllow => "domain_whitelist",
+            ListKind::DomainBlock => "domain_blacklist",
+            ListKind::FeedStevenBlack => "stevenblack",
+            ListKind::FeedSomeoneWhoCares => "someonewhocares",
+            ListKind::FeedSslblJa3 => "sslbl_ja3",
+            ListKind::Ja3Block => "ja3",
+            ListKind::Ja4Block => "ja4",
+        }
+    }
+
+    /// Parse [`ListKind::public_name`].
+    pub fn from_public_name(name: &str) -> Option<ListKind> {
+        ListKind::ALL.into_iter().find(|k| k.public_name() == name)
     }
 
     /// Parse [`ListKind::name`].
@@ -72,6 +129,12 @@ impl ListKind {
             ListKind::CountryBlock => EntryKind::Country,
             ListKind::AsnBlock | ListKind::FeedAsnDrop => EntryKind::Asn,
             ListKind::IpAsn => EntryKind::IpAsn,
+            ListKind::DomainAllow
+            | ListKind::DomainBlock
+            | ListKind::FeedStevenBlack
+            | ListKind::FeedSomeoneWhoCares => EntryKind::Domain,
+            ListKind::FeedSslblJa3 | ListKind::Ja3Block => EntryKind::Ja3,
+            ListKind::Ja4Block => EntryKind::Ja4,
         }
     }
 
@@ -84,6 +147,9 @@ impl ListKind {
                 | ListKind::FeedFeodo
                 | ListKind::FeedAsnDrop
                 | ListKind::IpAsn
+                | ListKind::FeedStevenBlack
+                | ListKind::FeedSomeoneWhoCares
+                | ListKind::FeedSslblJa3
         )
     }
 
@@ -99,6 +165,13 @@ impl ListKind {
             ListKind::AsnBlock => pb::ListKind::AsnBlock,
             ListKind::FeedAsnDrop => pb::ListKind::FeedAsnDrop,
             ListKind::IpAsn => pb::ListKind::IpAsn,
+            ListKind::DomainAllow => pb::ListKind::DomainAllow,
+            ListKind::DomainBlock => pb::ListKind::DomainBlock,
+            ListKind::FeedStevenBlack => pb::ListKind::FeedStevenblack,
+            ListKind::FeedSomeoneWhoCares => pb::ListKind::FeedSomeonewhocares,
+            ListKind::FeedSslblJa3 => pb::ListKind::FeedSslblJa3,
+            ListKind::Ja3Block => pb::ListKind::Ja3Block,
+            ListKind::Ja4Block => pb::ListKind::Ja4Block,
         }
     }
 
@@ -114,6 +187,13 @@ impl ListKind {
             pb::ListKind::AsnBlock => Some(ListKind::AsnBlock),
             pb::ListKind::FeedAsnDrop => Some(ListKind::FeedAsnDrop),
             pb::ListKind::IpAsn => Some(ListKind::IpAsn),
+            pb::ListKind::DomainAllow => Some(ListKind::DomainAllow),
+            pb::ListKind::DomainBlock => Some(ListKind::DomainBlock),
+            pb::ListKind::FeedStevenblack => Some(ListKind::FeedStevenBlack),
+            pb::ListKind::FeedSomeonewhocares => Some(ListKind::FeedSomeoneWhoCares),
+            pb::ListKind::FeedSslblJa3 => Some(ListKind::FeedSslblJa3),
+            pb::ListKind::Ja3Block => Some(ListKind::Ja3Block),
+            pb::ListKind::Ja4Block => Some(ListKind::Ja4Block),
             pb::ListKind::Unspecified => None,
         }
     }
@@ -134,6 +214,7 @@ mod tests {
         for kind in ListKind::ALL {
             assert_eq!(ListKind::from_wire(kind.to_wire() as i32), Some(kind));
             assert_eq!(ListKind::from_name(kind.name()), Some(kind));
+            assert_eq!(ListKind::from_public_name(kind.public_name()), Some(kind));
         }
         assert_eq!(ListKind::from_wire(0), None);
         assert_eq!(ListKind::from_wire(99), None);

@@ -411,7 +411,7 @@ impl Feeds {
                     );
                     let list = lists.entry(spec.list).or_default();
                     if registry::is_shared(spec.list) {
-                        list.extend(parsed.entries.iter().copied());
+                        list.extend(parsed.entries.iter().cloned());
                         self.with_feed(spec, |st| st.entries = Some(Arc::new(parsed.entries)));
                     } else if list.is_empty() {
                         *list = parsed.entries;
@@ -699,7 +699,7 @@ impl Feeds {
             .filter_map(|f| state.get(f.name))
             .filter(|st| self.enabled(st))
             .filter_map(|st| st.entries.as_deref())
-            .flat_map(|set| set.iter().copied())
+            .flat_map(|set| set.iter().cloned())
             .collect()
     }
 
