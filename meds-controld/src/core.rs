@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use meds_proto::{Cidr, Entry, IpAsn, ListKind};
+use meds_proto::{Cidr, DomainName, Entry, IpAsn, ListKind};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
@@ -49,13 +49,13 @@ pub struct Change {
     pub applied: bool,
 }
 
-/// The answer to "is this address or prefix in the list?".
+/// The answer to "does this list match the query?" ([`Controller::check`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
-    /// An address: some stored prefix contains it. A prefix: some stored prefix covers it.
+    /// Some stored entry matches the query (see [`Controller::check`] for what matches).
     pub found: bool,
-    /// Stored prefixes that contain (cover) the query, most specific first.
-    pub matches: Vec<Cidr>,
+    /// The stored entries that match, most specific first.
+    pub matches: Vec<Entry>,
 }
 
 /// One committed change, as streamed to the dataplane.
@@ -169,6 +169,19 @@ fn covering(set: &BTreeSet<Entry>, query: &Cidr) -> Vec<Cidr> {
         .collect()
 }
 
+/// Stored names of `set` that are `query` or one of its parent domains, most specific first.
+/// Label-aware: `bad.com` covers `www.bad.com`, never `badge.com`.
+fn covering_names(set: &BTreeSet<Entry>, query: &DomainName) -> Vec<Entry> {
+    let text = query.as_str();
+    std::iter::once(0)
+        .chain(text.match_indices('.').map(|(dot, _)| dot + 1))
+        // Every label suffix of a valid name is a valid name under the lenient rules.
+        .filter_map(|start| DomainName::from_feed(&text[start..]).ok())
+        .map(Entry::Domain)
+        .filter(|entry| set.contains(entry))
+        .collect()
+}
+
 /// The most specific IP-to-ASN row covering `ip`.
 fn ip_asn_row(set: &BTreeSet<Entry>, ip: std::net::IpAddr) -> Option<IpAsn> {
     let host = Cidr::host(ip);
@@ -254,15 +267,30 @@ impl Controller {
         self.read_view().lists.get(&list).map_or(0, BTreeSet::len)
     }
 
-    /// Which stored prefixes contain `query`.
-    pub fn check(&self, list: ListKind, query: &Cidr) -> CheckResult {
+    /// Which entries of `list` match `query`:
+    /// * a prefix list: the stored prefixes that contain the address (cover the prefix);
+    /// * a domain list: the stored names equal to the name or a parent domain of it (what the
+    ///   dataplane blocks or allows for that name), label-aware;
+    /// * any other list: the entry itself, when stored (an exact match).
+    ///
+    /// An entry of another kind than the list holds matches nothing.
+    pub fn check(&self, list: ListKind, query: &Entry) -> CheckResult {
         let view = self.read_view();
-        let mut matches: Vec<Cidr> = view
-            .lists
-            .get(&list)
-            .map(|s| covering(s, query))
-            .unwrap_or_default();
-        matches.dedup();
+        let matches = match (view.lists.get(&list), query) {
+            (None, _) => Vec::new(),
+            (Some(_), q) if q.kind() != list.entry_kind() => Vec::new(),
+            (Some(set), Entry::Prefix(cidr)) => {
+                covering(set, cidr).into_iter().map(Entry::Prefix).collect()
+            }
+            (Some(set), Entry::Domain(name)) => covering_names(set, name),
+            (Some(set), exact) => {
+                if set.contains(exact) {
+                    vec![exact.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
         CheckResult {
             found: !matches.is_empty(),
             matches,
@@ -653,8 +681,12 @@ mod tests {
         Entry::Prefix(s.parse().unwrap())
     }
 
-    fn p(s: &str) -> Cidr {
-        s.parse().unwrap()
+    fn d(s: &str) -> Entry {
+        Entry::parse_user(meds_proto::EntryKind::Domain, s).unwrap()
+    }
+
+    fn fp(kind: meds_proto::EntryKind, s: &str) -> Entry {
+        Entry::parse_user(kind, s).unwrap()
     }
 
     #[tokio::test]
@@ -709,13 +741,109 @@ mod tests {
         )
         .await
         .unwrap();
-        let r = ctl.check(ListKind::IpBlock, &p("203.0.113.9"));
+        let r = ctl.check(ListKind::IpBlock, &c("203.0.113.9"));
         assert!(r.found);
-        assert_eq!(r.matches, vec![p("203.0.113.0/24"), p("203.0.0.0/16")]);
-        assert!(ctl.check(ListKind::IpBlock, &p("203.0.113.0/25")).found);
-        assert!(!ctl.check(ListKind::IpBlock, &p("203.0.0.0/8")).found);
-        assert!(!ctl.check(ListKind::IpBlock, &p("198.51.100.1")).found);
-        assert!(ctl.check(ListKind::IpAllow, &p("::1")).found);
+        assert_eq!(r.matches, vec![c("203.0.113.0/24"), c("203.0.0.0/16")]);
+        assert!(ctl.check(ListKind::IpBlock, &c("203.0.113.0/25")).found);
+        assert!(!ctl.check(ListKind::IpBlock, &c("203.0.0.0/8")).found);
+        assert!(!ctl.check(ListKind::IpBlock, &c("198.51.100.1")).found);
+        assert!(ctl.check(ListKind::IpAllow, &c("::1")).found);
+        // Another kind of entry matches nothing.
+        assert!(!ctl.check(ListKind::IpAllow, &d("example.com")).found);
+    }
+
+    #[tokio::test]
+    async fn domain_check_is_label_aware_and_most_specific_first() {
+        let ctl = Controller::new_for_tests();
+        ctl.add(
+            ListKind::DomainBlock,
+            vec![
+                d("bad.com"),
+                d("www.bad.com"),
+                d("zip"),
+                d("_dmarc.example.org"),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+        // (query, matches, most specific first)
+        let cases: [(&str, &[&str]); 11] = [
+            ("bad.com", &["bad.com"]),
+            ("www.bad.com", &["www.bad.com", "bad.com"]),
+            ("a.www.bad.com", &["www.bad.com", "bad.com"]),
+            ("x.bad.com", &["bad.com"]),
+            ("badge.com", &[]),
+            ("notbad.com", &[]),
+            ("bad.community", &[]),
+            ("com", &[]),
+            ("files.zip", &["zip"]),
+            ("_dmarc.example.org", &["_dmarc.example.org"]),
+            ("example.org", &[]),
+        ];
+        for (query, want) in cases {
+            let r = ctl.check(ListKind::DomainBlock, &d(query));
+            let want: Vec<Entry> = want.iter().map(|w| d(w)).collect();
+            assert_eq!(r.matches, want, "{query}");
+            assert_eq!(r.found, !want.is_empty(), "{query}");
+        }
+        // Lists are separate.
+        assert!(!ctl.check(ListKind::DomainAllow, &d("bad.com")).found);
+        assert!(!ctl.check(ListKind::FeedStevenBlack, &d("bad.com")).found);
+    }
+
+    #[tokio::test]
+    async fn domain_removal_is_exact() {
+        let ctl = Controller::new_for_tests();
+        let names = ["a.com", "x.a.com", "amazon.com", "apple.com"];
+        ctl.add(
+            ListKind::DomainBlock,
+            names.iter().map(|n| d(n)).collect(),
+            false,
+        )
+        .await
+        .unwrap();
+        let rm = ctl
+            .remove(ListKind::DomainBlock, vec![d("A.com.")], false)
+            .await
+            .unwrap();
+        assert_eq!(rm.changed, vec![d("a.com")]);
+        assert_eq!(
+            ctl.list(ListKind::DomainBlock),
+            vec![d("amazon.com"), d("apple.com"), d("x.a.com")]
+        );
+        // Removing an absent parent removes nothing, not its subdomains.
+        let none = ctl
+            .remove(ListKind::DomainBlock, vec![d("a.com")], false)
+            .await
+            .unwrap();
+        assert!(none.changed.is_empty());
+        assert_eq!(ctl.list_len(ListKind::DomainBlock), 3);
+    }
+
+    #[tokio::test]
+    async fn fingerprint_checks_are_exact() {
+        use meds_proto::EntryKind::{Ja3, Ja4};
+        let ctl = Controller::new_for_tests();
+        let ja3 = fp(Ja3, "B386946A5A44D1DDCC843BC75336DFCE");
+        let ja4 = fp(Ja4, "t13d1516h2_8daaf6152771_02713d6af862");
+        ctl.add(ListKind::Ja3Block, vec![ja3.clone()], false)
+            .await
+            .unwrap();
+        ctl.add(ListKind::Ja4Block, vec![ja4.clone()], false)
+            .await
+            .unwrap();
+        let r = ctl.check(ListKind::Ja3Block, &ja3);
+        assert_eq!((r.found, r.matches), (true, vec![ja3.clone()]));
+        let other3 = fp(Ja3, "b386946a5a44d1ddcc843bc75336dfcf");
+        assert!(!ctl.check(ListKind::Ja3Block, &other3).found);
+        assert!(!ctl.check(ListKind::FeedSslblJa3, &ja3).found);
+        let r = ctl.check(ListKind::Ja4Block, &ja4);
+        assert_eq!((r.found, r.matches), (true, vec![ja4]));
+        let other4 = fp(Ja4, "t13d1516h2_8daaf6152771_02713d6af863");
+        assert!(!ctl.check(ListKind::Ja4Block, &other4).found);
+        // A JA3 query on the JA4 list: another kind, no match.
+        assert!(!ctl.check(ListKind::Ja4Block, &ja3).found);
     }
 
     #[tokio::test]
@@ -824,6 +952,11 @@ mod tests {
             let entry = match list.entry_kind() {
                 meds_proto::EntryKind::Prefix => c("203.0.113.0/24"),
                 meds_proto::EntryKind::Asn => asn("64496"),
+                meds_proto::EntryKind::Domain => d("ads.example"),
+                meds_proto::EntryKind::Ja3 => fp(
+                    meds_proto::EntryKind::Ja3,
+                    "b386946a5a44d1ddcc843bc75336dfce",
+                ),
                 _ => row("203.0.113.0/24", 64496, "fr"),
             };
             let err = ctl.add(list, vec![entry.clone()], false).await.unwrap_err();
@@ -832,12 +965,7 @@ mod tests {
             let err = ctl.remove(list, vec![entry], false).await.unwrap_err();
             assert!(matches!(err, CoreError::FeedList(_)), "{list}: {err:?}");
         }
-        for list in [
-            ListKind::IpAllow,
-            ListKind::IpBlock,
-            ListKind::CountryBlock,
-            ListKind::AsnBlock,
-        ] {
+        for list in ListKind::ALL.into_iter().filter(|l| !l.is_feed()) {
             let err = ctl
                 .replace_feed(list, BTreeSet::new())
                 .await

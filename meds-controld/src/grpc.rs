@@ -553,26 +553,11 @@ impl Admin for AdminService {
         let list = list_kind(req.list)?;
         let query = Entry::parse_user(list.entry_kind(), &req.query)
             .map_err(|e| Status::invalid_argument(format!("query: {e}")))?;
-        let (found, matches) = match query {
-            Entry::Prefix(cidr) => {
-                let result = self.controller.check(list, &cidr);
-                (
-                    result.found,
-                    result.matches.iter().map(Cidr::to_string).collect(),
-                )
-            }
-            other => {
-                let found = self.controller.contains(list, &other);
-                (
-                    found,
-                    if found {
-                        vec![other.to_string()]
-                    } else {
-                        Vec::new()
-                    },
-                )
-            }
-        };
+        let result = self.controller.check(list, &query);
+        let (found, matches) = (
+            result.found,
+            result.matches.iter().map(Entry::to_string).collect(),
+        );
         Ok(Response::new(pb::CheckEntryResponse { found, matches }))
     }
 }

@@ -1,7 +1,8 @@
 //! `store`: the controller's durable policy state in SQLite.
 //!
-//! What it keeps: the IP prefix lists ([`ListKind`]) and the policy *generation*, a counter that
-//! goes up by exactly one with every committed change to any list. The generation is bumped in
+//! What it keeps: the user lists ([`ListKind`]: IP prefixes, countries, ASNs, domain names, JA3
+//! and JA4 fingerprints), the feeds' settings and last good copies, and the policy
+//! *generation*, a counter that goes up by exactly one with every committed change to any list. The generation is bumped in
 //! the same transaction as the change, so a crash can never leave a change without a new
 //! generation (or the reverse).
 //!
@@ -12,6 +13,10 @@
 //!   `list` is [`ListKind::name`]; `prefix` is the canonical, masked text of a [`Cidr`]
 //!   (`10.1.2.3/8` is stored as `10.0.0.0/8`), so a prefix is stored at most once per list and a
 //!   removal always finds what an addition stored.
+//! * `list_entry(id, list, value, created_at)` with `UNIQUE(list, value)`: every other user
+//!   list, `value` being the canonical text of the [`Entry`] (`fr`, `64496`, `bad.com`,
+//!   `xn--bcher-kva.example`, a lower-case JA3 or JA4). A row not in canonical form was not
+//!   written by us and is refused on load. Feed lists are never stored here.
 //!
 //! Migrations are versioned with `PRAGMA user_version`; each runs in its own `BEGIN IMMEDIATE`
 //! transaction that re-reads the version first, so two processes opening a new file at once do
@@ -873,6 +878,37 @@ mod tests {
             (ListKind::FeedAsnDrop, "64496", true),
             (ListKind::IpBlock, "10.0.0.0/8", false),
             (ListKind::IpAsn, "10.0.0.0/8 1 fr", false),
+            (ListKind::DomainBlock, "bad.com", true),
+            (ListKind::DomainAllow, "xn--bcher-kva.example", true),
+            (ListKind::DomainBlock, "_dmarc.example.com", true),
+            (ListKind::DomainBlock, "zip", true),
+            (ListKind::DomainBlock, "Bad.com", false),
+            (ListKind::DomainBlock, "bad.com.", false),
+            (ListKind::DomainBlock, "bücher.example", false),
+            (ListKind::DomainBlock, "*.bad.com", false),
+            (ListKind::DomainBlock, "", false),
+            (ListKind::Ja3Block, "b386946a5a44d1ddcc843bc75336dfce", true),
+            (
+                ListKind::Ja3Block,
+                "B386946A5A44D1DDCC843BC75336DFCE",
+                false,
+            ),
+            (ListKind::Ja3Block, "b386946a5a44d1ddcc843bc75336dfc", false),
+            (
+                ListKind::Ja4Block,
+                "t13d1516h2_8daaf6152771_02713d6af862",
+                true,
+            ),
+            (
+                ListKind::Ja4Block,
+                "T13D1516H2_8DAAF6152771_02713D6AF862",
+                false,
+            ),
+            (
+                ListKind::Ja4Block,
+                " t13d1516h2_8daaf6152771_02713d6af862",
+                false,
+            ),
         ];
         for (list, value, ok) in cases {
             let parsed = parse_entry_row(list, value);

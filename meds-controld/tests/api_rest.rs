@@ -141,7 +141,25 @@ async fn every_route_needs_credentials() {
         Some(format!("Bearer {PASS}")),
         Some("Basic %%%".to_string()),
     ];
-    let routes: [(Method, &str); 18] = [
+    let routes: [(Method, &str); 30] = [
+        (Method::GET, "/v1/whitelist/domains"),
+        (Method::POST, "/v1/whitelist/domains"),
+        (Method::DELETE, "/v1/blacklist/domains"),
+        (Method::GET, "/v1/blacklist/domains/bad.com"),
+        (Method::GET, "/v1/blacklist/ja3"),
+        (Method::POST, "/v1/blacklist/ja3"),
+        (Method::DELETE, "/v1/blacklist/ja3"),
+        (
+            Method::GET,
+            "/v1/blacklist/ja3/b386946a5a44d1ddcc843bc75336dfce",
+        ),
+        (Method::GET, "/v1/blacklist/ja4"),
+        (Method::POST, "/v1/blacklist/ja4"),
+        (Method::DELETE, "/v1/blacklist/ja4"),
+        (
+            Method::GET,
+            "/v1/blacklist/ja4/t13d1516h2_8daaf6152771_02713d6af862",
+        ),
         (Method::GET, "/v1/blacklist/countries"),
         (Method::POST, "/v1/blacklist/countries"),
         (Method::DELETE, "/v1/blacklist/countries"),
@@ -171,7 +189,15 @@ async fn every_route_needs_credentials() {
                 request = request.header(header::AUTHORIZATION, auth);
             }
             let body = Body::from(
-                json!({"subnets": ["0.0.0.0/0"], "countries": ["fr"], "asns": [64496]}).to_string(),
+                json!({
+                    "subnets": ["0.0.0.0/0"],
+                    "countries": ["fr"],
+                    "asns": [64496],
+                    "domains": ["example.com"],
+                    "ja3": ["b386946a5a44d1ddcc843bc75336dfce"],
+                    "ja4": ["t13d1516h2_8daaf6152771_02713d6af862"],
+                })
+                .to_string(),
             );
             let reply = api.send(request.body(body).unwrap()).await;
             assert_error(&reply, StatusCode::UNAUTHORIZED, "");
@@ -185,9 +211,17 @@ async fn every_route_needs_credentials() {
         }
     }
     // Nothing was added by any unauthenticated POST.
-    assert!(api.controller.list(ListKind::IpBlock).is_empty());
-    assert!(api.controller.list(ListKind::CountryBlock).is_empty());
-    assert!(api.controller.list(ListKind::AsnBlock).is_empty());
+    for list in [
+        ListKind::IpBlock,
+        ListKind::CountryBlock,
+        ListKind::AsnBlock,
+        ListKind::DomainAllow,
+        ListKind::DomainBlock,
+        ListKind::Ja3Block,
+        ListKind::Ja4Block,
+    ] {
+        assert!(api.controller.list(list).is_empty(), "{list}");
+    }
     assert!(
         !api.controller
             .list(ListKind::IpAllow)
@@ -537,7 +571,11 @@ async fn unknown_routes_and_methods_are_json() {
     let api = api();
     let not_found = [
         (Method::GET, "/v1/greylist/subnets"),
-        (Method::GET, "/v1/whitelist/domains"),
+        (Method::GET, "/v1/greylist/domains"),
+        (Method::GET, "/v1/whitelist/ja3"),
+        (Method::GET, "/v1/whitelist/ja4"),
+        (Method::GET, "/v1/blacklist/domains/a/b"),
+        (Method::GET, "/v1/stevenblack/domains"),
         (Method::GET, "/v1/whitelist/countries"),
         (Method::GET, "/v1/whitelist/asns"),
         (Method::GET, "/v1/countries/subnets"),
@@ -567,6 +605,13 @@ async fn unknown_routes_and_methods_are_json() {
         (Method::DELETE, "/v1/blacklist/asns/64496"),
         (Method::PATCH, "/v1/blacklist/asns"),
         (Method::POST, "/v1/check/203.0.113.7"),
+        (Method::PUT, "/v1/whitelist/domains"),
+        (Method::POST, "/v1/blacklist/domains/bad.com"),
+        (Method::PATCH, "/v1/blacklist/ja3"),
+        (
+            Method::DELETE,
+            "/v1/blacklist/ja4/t13d1516h2_8daaf6152771_02713d6af862",
+        ),
     ];
     for (method, path) in not_allowed {
         let reply = api.call(method.clone(), path, None).await;
@@ -663,6 +708,13 @@ async fn status_reports_generation_and_list_sizes() {
             "asns": 0,
             "spamhaus_asndrop": 0,
             "iplocate": 0,
+            "domain_whitelist": 0,
+            "domain_blacklist": 0,
+            "stevenblack": 0,
+            "someonewhocares": 0,
+            "sslbl_ja3": 0,
+            "ja3": 0,
+            "ja4": 0,
         })
     );
     assert!(s["controller_version"].is_string());
@@ -1060,6 +1112,16 @@ async fn country_and_asn_mutations_need_json_and_respect_the_entry_limit() {
     for (path, body) in [
         ("/v1/blacklist/countries", r#"{"countries":["fr"]}"#),
         ("/v1/blacklist/asns", r#"{"asns":[64496]}"#),
+        ("/v1/whitelist/domains", r#"{"domains":["good.example"]}"#),
+        ("/v1/blacklist/domains", r#"{"domains":["bad.example"]}"#),
+        (
+            "/v1/blacklist/ja3",
+            r#"{"ja3":["b386946a5a44d1ddcc843bc75336dfce"]}"#,
+        ),
+        (
+            "/v1/blacklist/ja4",
+            r#"{"ja4":["t13d1516h2_8daaf6152771_02713d6af862"]}"#,
+        ),
     ] {
         for (content_type, message) in [
             (None, "missing Content-Type"),
@@ -1080,32 +1142,45 @@ async fn country_and_asn_mutations_need_json_and_respect_the_entry_limit() {
         let reply = api.call(Method::POST, path, None).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "missing Content-Type");
     }
-    let reply = api
-        .call(
+    for (method, path, body) in [
+        (
             Method::POST,
             "/v1/blacklist/countries",
-            Some(json!({"countries": ["fr", "de", "nl"]})),
-        )
-        .await;
-    assert_error(
-        &reply,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "3 entries in one request: the limit is 2",
-    );
-    let reply = api
-        .call(
+            json!({"countries": ["fr", "de", "nl"]}),
+        ),
+        (
             Method::DELETE,
             "/v1/blacklist/asns",
-            Some(json!({"asns": [1, 2, 3]})),
-        )
-        .await;
-    assert_error(
-        &reply,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "3 entries in one request: the limit is 2",
-    );
-    assert!(api.controller.list(ListKind::CountryBlock).is_empty());
-    assert!(api.controller.list(ListKind::AsnBlock).is_empty());
+            json!({"asns": [1, 2, 3]}),
+        ),
+        (
+            Method::POST,
+            "/v1/blacklist/domains",
+            json!({"domains": ["a.example", "b.example", "c.example"]}),
+        ),
+        (
+            Method::POST,
+            "/v1/blacklist/ja3",
+            json!({"ja3": ["0", "1", "2"]}),
+        ),
+    ] {
+        let reply = api.call(method, path, Some(body)).await;
+        assert_error(
+            &reply,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "3 entries in one request: the limit is 2",
+        );
+    }
+    for list in [
+        ListKind::CountryBlock,
+        ListKind::AsnBlock,
+        ListKind::DomainAllow,
+        ListKind::DomainBlock,
+        ListKind::Ja3Block,
+        ListKind::Ja4Block,
+    ] {
+        assert!(api.controller.list(list).is_empty(), "{list}");
+    }
 }
 
 /// An IP-to-ASN row for `replace_feed`.
@@ -1235,5 +1310,329 @@ async fn check_reports_lists_feeds_asn_and_country() {
     ] {
         let reply = api.get(&format!("/v1/check/{ip}")).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, message);
+    }
+}
+
+#[tokio::test]
+async fn domains_round_trip_on_both_lists_with_label_aware_checks() {
+    let api = api();
+    for (list, other) in [("whitelist", "blacklist"), ("blacklist", "whitelist")] {
+        let base = format!("/v1/{list}/domains");
+        let g0 = api.controller.generation();
+        assert_eq!(api.get_ok(&base).await, json!({"domains": []}));
+
+        // Normalised: case, one trailing dot, Unicode to punycode, surrounding spaces.
+        let added = api
+            .call(
+                Method::POST,
+                &base,
+                Some(
+                    json!({"domains": ["Bad.COM.", "www.bad.com", "bücher.example", " bad.com "]}),
+                ),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::ACCEPTED, "{}", added.json);
+        assert_eq!(
+            added.json,
+            json!({"changed": 3, "generation": g0 + 1, "applied": false})
+        );
+        assert_eq!(
+            api.get_ok(&base).await,
+            json!({"domains": ["bad.com", "www.bad.com", "xn--bcher-kva.example"]})
+        );
+
+        // Idempotent.
+        let again = api
+            .call(Method::POST, &base, Some(json!({"domains": ["BAD.com"]})))
+            .await;
+        assert_eq!(again.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            again.json,
+            json!({"changed": 0, "generation": g0 + 1, "applied": false})
+        );
+
+        // (path segment, matches): the name and its parents, most specific first; label-aware.
+        let cases: [(&str, &[&str]); 10] = [
+            ("bad.com", &["bad.com"]),
+            ("BAD.Com.", &["bad.com"]),
+            ("www.bad.com", &["www.bad.com", "bad.com"]),
+            ("a.www.bad.com", &["www.bad.com", "bad.com"]),
+            ("mail.bad.com", &["bad.com"]),
+            ("badge.com", &[]),
+            ("notbad.com", &[]),
+            ("bad.community", &[]),
+            ("B%C3%BCcher.example", &["xn--bcher-kva.example"]),
+            ("shop.xn--bcher-kva.example", &["xn--bcher-kva.example"]),
+        ];
+        for (query, matches) in cases {
+            assert_eq!(
+                api.get_ok(&format!("{base}/{query}")).await,
+                json!({"found": !matches.is_empty(), "matches": matches}),
+                "{list} {query}"
+            );
+        }
+        // The other list is separate.
+        assert_eq!(
+            api.get_ok(&format!("/v1/{other}/domains/bad.com")).await,
+            json!({"found": false, "matches": []})
+        );
+
+        // Removal is exact: `bad.com` goes, its subdomain entry stays.
+        let removed = api
+            .call(
+                Method::DELETE,
+                &base,
+                Some(json!({"domains": ["Bad.com.", "absent.example"]})),
+            )
+            .await;
+        assert_eq!(removed.status, StatusCode::ACCEPTED, "{}", removed.json);
+        assert_eq!(
+            removed.json,
+            json!({"changed": 1, "generation": g0 + 2, "applied": false})
+        );
+        assert_eq!(
+            api.get_ok(&base).await,
+            json!({"domains": ["www.bad.com", "xn--bcher-kva.example"]})
+        );
+        assert_eq!(
+            api.get_ok(&format!("{base}/mail.bad.com")).await,
+            json!({"found": false, "matches": []})
+        );
+        assert_eq!(
+            api.get_ok(&format!("{base}/x.www.bad.com")).await,
+            json!({"found": true, "matches": ["www.bad.com"]})
+        );
+        let rest = api
+            .call(
+                Method::DELETE,
+                &base,
+                Some(json!({"domains": ["www.bad.com", "xn--bcher-kva.example"]})),
+            )
+            .await;
+        assert_eq!(rest.json["changed"], 2);
+    }
+    // The IP lists were not touched.
+    assert!(api.list("blacklist").await.is_empty());
+    assert_eq!(api.list("whitelist").await, sorted_defaults());
+}
+
+#[tokio::test]
+async fn a_bad_domain_is_400_naming_it_and_changes_nothing() {
+    let api = api();
+    api.call(
+        Method::POST,
+        "/v1/blacklist/domains",
+        Some(json!({"domains": ["keep.example"]})),
+    )
+    .await;
+    let g = api.controller.generation();
+    let long_label = "a".repeat(64);
+    let long_name = vec!["a".repeat(63); 4].join(".");
+    // (body element, message)
+    let cases: Vec<(Value, String)> = vec![
+        (
+            json!("*"),
+            "domains[1]: \"*\": wildcards are not supported".into(),
+        ),
+        (
+            json!("*.bad.com"),
+            "domains[1]: \"*.bad.com\": wildcards are not supported".into(),
+        ),
+        (
+            json!("bad .com"),
+            "domains[1]: \"bad .com\": character ' ' is not allowed".into(),
+        ),
+        (
+            json!(""),
+            "domains[1]: empty value: expected a domain name".into(),
+        ),
+        (json!("."), "domains[1]: empty value".into()),
+        (
+            json!("bad.com.."),
+            "domains[1]: \"bad.com..\" has an empty label".into(),
+        ),
+        (
+            json!(format!("{long_label}.com")),
+            format!(
+                "domains[1]: \"{long_label}.com\": label \"{long_label}\" is 64 bytes long, over the limit of 63"
+            ),
+        ),
+        (
+            json!(long_name),
+            "is 255 bytes long, over the limit of 253".into(),
+        ),
+        (
+            json!("http://bad.com/"),
+            "domains[1]: \"http://bad.com/\": character ':' is not allowed".into(),
+        ),
+        (
+            json!(5),
+            "domains[1]: expected a string, got a number".into(),
+        ),
+        (
+            json!(null),
+            "domains[1]: expected a string, got null".into(),
+        ),
+    ];
+    for (list, _) in [("whitelist", 0), ("blacklist", 1)] {
+        for (bad, message) in &cases {
+            for method in [Method::POST, Method::DELETE] {
+                let reply = api
+                    .call(
+                        method.clone(),
+                        &format!("/v1/{list}/domains"),
+                        Some(json!({"domains": ["ok.example", bad]})),
+                    )
+                    .await;
+                assert_error(&reply, StatusCode::BAD_REQUEST, message);
+            }
+        }
+    }
+    assert_eq!(api.controller.generation(), g);
+    assert!(api.controller.list(ListKind::DomainAllow).is_empty());
+    assert_eq!(
+        api.get_ok("/v1/blacklist/domains").await,
+        json!({"domains": ["keep.example"]})
+    );
+
+    // A bad check query is a 400 naming it.
+    for (segment, message) in [
+        (
+            "bad%20.com",
+            "domain: \"bad .com\": character ' ' is not allowed",
+        ),
+        ("*", "domain: \"*\": wildcards are not supported"),
+        ("a..b", "domain: \"a..b\" has an empty label"),
+        ("%20", "domain: empty value"),
+        (
+            "1.2.3.4",
+            "domain: \"1.2.3.4\": top-level label \"4\" is all digits",
+        ),
+    ] {
+        let reply = api.get(&format!("/v1/blacklist/domains/{segment}")).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, message);
+    }
+    let reply = api
+        .get(&format!("/v1/whitelist/domains/{long_label}.com"))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "over the limit of 63");
+}
+
+#[tokio::test]
+async fn ja3_and_ja4_round_trip_with_exact_checks() {
+    let api = api();
+    let ja3 = "b386946a5a44d1ddcc843bc75336dfce";
+    let ja4 = "t13d1516h2_8daaf6152771_02713d6af862";
+    // (path, key, value as sent, canonical value, a near miss)
+    let cases = [
+        (
+            "/v1/blacklist/ja3",
+            "ja3",
+            "B386946A5A44D1DDCC843BC75336DFCE",
+            ja3,
+            "b386946a5a44d1ddcc843bc75336dfcf",
+        ),
+        (
+            "/v1/blacklist/ja4",
+            "ja4",
+            "T13D1516H2_8DAAF6152771_02713D6AF862",
+            ja4,
+            "t13d1516h2_8daaf6152771_02713d6af863",
+        ),
+    ];
+    for (path, key, sent, canonical, near) in cases {
+        let g0 = api.controller.generation();
+        assert_eq!(api.get_ok(path).await, json!({ key: [] }));
+        let added = api
+            .call(Method::POST, path, Some(json!({ key: [sent, canonical] })))
+            .await;
+        assert_eq!(added.status, StatusCode::ACCEPTED, "{}", added.json);
+        assert_eq!(
+            added.json,
+            json!({"changed": 1, "generation": g0 + 1, "applied": false})
+        );
+        let again = api
+            .call(Method::POST, path, Some(json!({ key: [canonical] })))
+            .await;
+        assert_eq!(again.json["changed"], 0);
+        assert_eq!(api.get_ok(path).await, json!({ key: [canonical] }));
+        // Exact checks answer `found` only.
+        assert_eq!(
+            api.get_ok(&format!("{path}/{sent}")).await,
+            json!({"found": true})
+        );
+        assert_eq!(
+            api.get_ok(&format!("{path}/{near}")).await,
+            json!({"found": false})
+        );
+        let removed = api
+            .call(Method::DELETE, path, Some(json!({ key: [near, sent] })))
+            .await;
+        assert_eq!(
+            removed.json,
+            json!({"changed": 1, "generation": g0 + 2, "applied": false})
+        );
+        assert_eq!(api.get_ok(path).await, json!({ key: [] }));
+    }
+
+    // Bad values: 400 naming the element; nothing changes.
+    let g = api.controller.generation();
+    let bad = [
+        (
+            "/v1/blacklist/ja3",
+            json!({"ja3": [ja3, "b386946a5a44d1ddcc843bc75336dfcg"]}),
+            "ja3[1]: \"b386946a5a44d1ddcc843bc75336dfcg\" is not a JA3 hash: expected 32 hexadecimal digits",
+        ),
+        (
+            "/v1/blacklist/ja3",
+            json!({"ja3": ["b386946a5a44d1ddcc843bc75336dfc"]}),
+            "ja3[0]: \"b386946a5a44d1ddcc843bc75336dfc\" is not a JA3 hash",
+        ),
+        (
+            "/v1/blacklist/ja3",
+            json!({"ja3": [ja4]}),
+            "ja3[0]: \"t13d1516h2_8daaf6152771_02713d6af862\" is not a JA3 hash",
+        ),
+        (
+            "/v1/blacklist/ja4",
+            json!({"ja4": [ja4, "t13d1516h2-8daaf6152771-02713d6af862"]}),
+            "ja4[1]: \"t13d1516h2-8daaf6152771-02713d6af862\" is not a JA4 fingerprint (expected three parts",
+        ),
+        (
+            "/v1/blacklist/ja4",
+            json!({"ja4": ["t13d1516h2_8daaf6152771"]}),
+            "ja4[0]: \"t13d1516h2_8daaf6152771\" is not a JA4 fingerprint (not 36 characters long)",
+        ),
+        (
+            "/v1/blacklist/ja4",
+            json!({"ja4": ["t13x1516h2_8daaf6152771_02713d6af862"]}),
+            "SNI flag must be 'd' or 'i'",
+        ),
+        (
+            "/v1/blacklist/ja4",
+            json!({"ja4": ["t13d1516h2_8daaf615277z_02713d6af862"]}),
+            "the b and c parts must be 12 hexadecimal digits each",
+        ),
+        (
+            "/v1/blacklist/ja4",
+            json!({"ja3": [ja4]}),
+            "invalid JSON body: unknown field `ja3`, expected `ja4`",
+        ),
+    ];
+    for (path, body, message) in bad {
+        for method in [Method::POST, Method::DELETE] {
+            let reply = api.call(method, path, Some(body.clone())).await;
+            assert_error(&reply, StatusCode::BAD_REQUEST, message);
+        }
+    }
+    assert_eq!(api.controller.generation(), g);
+    for (path, message) in [
+        ("/v1/blacklist/ja3/xyz", "ja3: \"xyz\" is not a JA3 hash"),
+        (
+            "/v1/blacklist/ja4/xyz",
+            "ja4: \"xyz\" is not a JA4 fingerprint",
+        ),
+    ] {
+        assert_error(&api.get(path).await, StatusCode::BAD_REQUEST, message);
     }
 }

@@ -1,5 +1,6 @@
 //! The domain and fingerprint feed parsers (`hosts`, `ja3_sslbl`) against real feed excerpts
-//! (`tests/data/feeds`, expected values counted with grep and Python, not with these parsers), a
+//! (`tests/data/feeds`: StevenBlack, someonewhocares.org zero edition, SSLBL JA3; expected values
+//! counted with grep and Python, not with these parsers), a
 //! hosts file written here in the someonewhocares layout, every truncation of every fixture,
 //! random bytes, and the committed fuzz corpus (`fuzz/corpus/{domain,feed_hosts,feed_ja3}`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
@@ -108,6 +109,34 @@ const FIXTURES: &[Expect] = &[
         ],
     },
     Expect {
+        // 122 lines: 66 `#` lines, 11 blank, 11 header lines (localhost, localhost.localdomain,
+        // broadcasthost, ::1 localhost, local, 6 ip6-* lines), 34 `0.0.0.0 name` lines (3 with
+        // an inline comment), 34 distinct names.
+        file: "someonewhocares_hosts_zero",
+        format: Format::Hosts,
+        counts: (122, 34, 77, 11, 0),
+        entries: 34,
+        duplicates: 0,
+        first: "1girl1pitcher.com",
+        last: "www.shafou.com",
+        contains: &[
+            "goatse.cx",
+            "www.goatse.cx",
+            "oralse.cx",
+            "bestshockers.com",
+        ],
+        absent: &[
+            "localhost",
+            "localhost.localdomain",
+            "local",
+            "broadcasthost",
+            "ip6-localhost",
+            "ip6-loopback",
+            "ip6-allhosts",
+            "more",
+        ],
+    },
+    Expect {
         // Written for these tests (see the README); counted by hand and with Python.
         file: "someonewhocares_style_hosts",
         format: Format::Hosts,
@@ -209,10 +238,12 @@ fn someonewhocares_style_rejects_name_the_line() {
 /// Every hosts entry is a valid feed name and already in canonical form.
 #[test]
 fn hosts_entries_are_canonical_domain_names() {
-    let parsed = parse::hosts(&data("stevenblack_hosts"), &Limits::default()).unwrap();
-    for name in &parsed.entries {
-        assert_eq!(&DomainName::from_feed(name.as_str()).unwrap(), name);
-        assert!(name.label_count() >= 2, "{name}");
+    for file in ["stevenblack_hosts", "someonewhocares_hosts_zero"] {
+        let parsed = parse::hosts(&data(file), &Limits::default()).unwrap();
+        for name in &parsed.entries {
+            assert_eq!(&DomainName::from_feed(name.as_str()).unwrap(), name);
+            assert!(name.label_count() >= 2, "{file}: {name}");
+        }
     }
 }
 

@@ -100,6 +100,29 @@ async fn rest_lists_updates_and_configures_feeds() {
     assert_eq!(feodo["last_error"], "");
     let iplocate = list.iter().find(|f| f["name"] == "iplocate").unwrap();
     assert_eq!(iplocate["enabled"], false);
+    // The domain and fingerprint feeds, at their default URLs (disabled in this test).
+    for (name, list_name, url) in [
+        (
+            "stevenblack",
+            "stevenblack",
+            "https://raw.githubusercontent.com/StevenBlack/hosts/master/hosts",
+        ),
+        (
+            "someonewhocares",
+            "someonewhocares",
+            "https://someonewhocares.org/hosts/zero/hosts",
+        ),
+        (
+            "sslbl_ja3",
+            "sslbl_ja3",
+            "https://sslbl.abuse.ch/blacklist/ja3_fingerprints.csv",
+        ),
+    ] {
+        let feed = list.iter().find(|f| f["name"] == name).unwrap();
+        assert_eq!(feed["list"], list_name, "{feed}");
+        assert_eq!(feed["url"], url, "{feed}");
+        assert_eq!(feed["enabled"], false, "{feed}");
+    }
 
     // Update one feed by name, then every enabled one (no body).
     let (status, body) = call(

@@ -49,10 +49,16 @@ async fn a_restart_without_network_enforces_the_persisted_copies_at_once() {
     );
     server.ok("/v4", &v4);
     server.ok("/v6", &v6);
+    let steven = fixture("stevenblack_hosts");
+    let ja3 = fixture("sslbl_ja3_fingerprints.csv");
+    server.ok("/hosts", &steven);
+    server.ok("/ja3", &ja3);
     let urls = [
         ("firehol_level1", server.url("/firehol")),
         ("spamhaus_drop", server.url("/v4")),
         ("spamhaus_drop_v6", server.url("/v6")),
+        ("stevenblack", server.url("/hosts")),
+        ("sslbl_ja3", server.url("/ja3")),
     ];
     let mut union = parsed(Format::SpamhausDrop, &v4);
     union.extend(parsed(Format::SpamhausDrop, &v6));
@@ -76,6 +82,16 @@ async fn a_restart_without_network_enforces_the_persisted_copies_at_once() {
         parsed(Format::FireHol, &firehol)
     );
     assert_eq!(set(&controller, ListKind::FeedSpamhaus), union);
+    assert_eq!(
+        set(&controller, ListKind::FeedStevenBlack),
+        parsed(Format::Hosts, &steven)
+    );
+    assert_eq!(
+        set(&controller, ListKind::FeedSslblJa3),
+        parsed(Format::SslblJa3, &ja3)
+    );
+    assert_eq!(status(&feeds, "stevenblack").entries, 111);
+    assert_eq!(status(&feeds, "sslbl_ja3").entries, 98);
     let st = status(&feeds, "firehol_level1");
     assert_eq!(st.entries, parsed(Format::FireHol, &firehol).len() as u64);
     assert_eq!(st.last_success_unix, first_success);
@@ -132,10 +148,16 @@ async fn disabling_at_run_time_removes_entries_and_enabling_restores_them() {
     server.ok("/firehol", &firehol);
     server.ok("/v4", &v4);
     server.ok("/v6", &v6);
+    let steven = fixture("stevenblack_hosts");
+    let ja3 = fixture("sslbl_ja3_fingerprints.csv");
+    server.ok("/hosts", &steven);
+    server.ok("/ja3", &ja3);
     let urls = [
         ("firehol_level1", server.url("/firehol")),
         ("spamhaus_drop", server.url("/v4")),
         ("spamhaus_drop_v6", server.url("/v6")),
+        ("stevenblack", server.url("/hosts")),
+        ("sslbl_ja3", server.url("/ja3")),
     ];
     let (controller, feeds) = on_file(&db, config(&urls)).await;
     feeds.update(&[]).await.unwrap();
@@ -157,12 +179,20 @@ async fn disabling_at_run_time_removes_entries_and_enabling_restores_them() {
         .await
         .unwrap();
     assert!(controller.list(ListKind::FeedFireHol).is_empty());
+    // The same for a hosts feed.
+    let steven_set = parsed(Format::Hosts, &steven);
+    assert_eq!(set(&controller, ListKind::FeedStevenBlack), steven_set);
+    feeds
+        .configure("stevenblack", Some(false), None)
+        .await
+        .unwrap();
+    assert!(controller.list(ListKind::FeedStevenBlack).is_empty());
     // A disabled feed is not fetched by a round.
     let before = server.seen("/firehol").len();
     let statuses = feeds.update(&[]).await.unwrap();
     assert_eq!(
         statuses.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        ["spamhaus_drop"]
+        ["spamhaus_drop", "sslbl_ja3"]
     );
     assert_eq!(server.seen("/firehol").len(), before);
 
@@ -172,7 +202,19 @@ async fn disabling_at_run_time_removes_entries_and_enabling_restores_them() {
     let (controller, feeds) = on_file(&db, config(&urls)).await;
     assert!(!status(&feeds, "firehol_level1").enabled);
     assert!(controller.list(ListKind::FeedFireHol).is_empty());
+    assert!(controller.list(ListKind::FeedStevenBlack).is_empty());
     assert_eq!(set(&controller, ListKind::FeedSpamhaus), v4_set);
+    assert_eq!(
+        set(&controller, ListKind::FeedSslblJa3),
+        parsed(Format::SslblJa3, &ja3)
+    );
+    // Enabling the hosts feed puts its stored copy back before any fetch.
+    server.set("/hosts", Reply::Status(503, Vec::new()));
+    feeds
+        .configure("stevenblack", Some(true), None)
+        .await
+        .unwrap();
+    assert_eq!(set(&controller, ListKind::FeedStevenBlack), steven_set);
 
     // Enabling puts the stored copy back at once, then fetches.
     server.set("/v6", Reply::Status(503, Vec::new()));

@@ -309,6 +309,242 @@ async fn spamhaus_v4_and_v6_are_unioned_and_asn_drop_and_iplocate_fill_their_lis
 }
 
 #[tokio::test]
+async fn hosts_and_ja3_feeds_fill_their_lists_and_refuse_bad_downloads() {
+    let server = FeedServer::start().await;
+    let steven = fixture("stevenblack_hosts");
+    let swc = fixture("someonewhocares_hosts_zero");
+    let ja3 = fixture("sslbl_ja3_fingerprints.csv");
+    server.ok("/StevenBlack/hosts", &steven);
+    server.ok("/hosts/zero/hosts", &swc);
+    server.ok("/ja3_fingerprints.csv", &ja3);
+    let (controller, feeds) = feeds(config(&[
+        ("stevenblack", server.url("/StevenBlack/hosts")),
+        ("someonewhocares", server.url("/hosts/zero/hosts")),
+        ("sslbl_ja3", server.url("/ja3_fingerprints.csv")),
+    ]))
+    .await;
+    let statuses = feeds.update(&[]).await.unwrap();
+    let got: Vec<(&str, &str, u64, &str)> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.list.as_str(),
+                s.entries,
+                s.last_error.as_str(),
+            )
+        })
+        .collect();
+    // Entry counts taken independently of the parsers (see feed_parsers_domains.rs).
+    assert_eq!(
+        got,
+        [
+            ("stevenblack", "stevenblack", 111, ""),
+            ("someonewhocares", "someonewhocares", 34, ""),
+            ("sslbl_ja3", "sslbl_ja3", 98, ""),
+        ]
+    );
+    // (list, format, body, present, absent)
+    type Case<'a> = (ListKind, Format, &'a [u8], &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 3] = [
+        (
+            ListKind::FeedStevenBlack,
+            Format::Hosts,
+            &steven,
+            &["n2019cov.000webhostapp.com", "www.prebid.adnxs.com"],
+            &[
+                "localhost",
+                "localhost.localdomain",
+                "local",
+                "broadcasthost",
+                "ip6-localhost",
+                "0.0.0.0",
+            ],
+        ),
+        (
+            ListKind::FeedSomeoneWhoCares,
+            Format::Hosts,
+            &swc,
+            &["goatse.cx", "www.shafou.com"],
+            &["localhost", "local", "broadcasthost", "ip6-allnodes"],
+        ),
+        (
+            ListKind::FeedSslblJa3,
+            Format::SslblJa3,
+            &ja3,
+            &["b386946a5a44d1ddcc843bc75336dfce"],
+            &["ja3_md5"],
+        ),
+    ];
+    for (list, format, body, present, absent) in cases {
+        let entries = controller.list(list);
+        assert_eq!(
+            entries,
+            parsed(format, body).into_iter().collect::<Vec<_>>(),
+            "{list}"
+        );
+        let text = texts(&controller, list);
+        for want in present {
+            assert!(text.iter().any(|t| t == want), "{list}: missing {want}");
+        }
+        for unwanted in absent {
+            assert!(
+                !text.iter().any(|t| t == unwanted),
+                "{list}: has {unwanted}"
+            );
+        }
+    }
+    // A subdomain of a feed entry is covered; a look-alike is not.
+    let check = |name: &str| {
+        controller
+            .check(
+                ListKind::FeedSomeoneWhoCares,
+                &Entry::parse_user(meds_proto::EntryKind::Domain, name).unwrap(),
+            )
+            .found
+    };
+    assert!(check("cdn.goatse.cx"));
+    assert!(!check("notgoatse.cx"));
+
+    // Every refusal rule applies to the new feeds; the last good copy stays in force.
+    let html = b"<!DOCTYPE html>\n<html><body>blocked</body></html>\n".to_vec();
+    let hosts_garbage: Vec<u8> = std::iter::once("0.0.0.0 real.example\n".to_string())
+        .chain((0..50).map(|i| format!("line {i} of a page\n")))
+        .collect::<String>()
+        .into_bytes();
+    let ja3_garbage: Vec<u8> =
+        std::iter::once("b386946a5a44d1ddcc843bc75336dfce,a,b,c\n".to_string())
+            .chain((0..50).map(|i| format!("row{i},x,y,z\n")))
+            .collect::<String>()
+            .into_bytes();
+    let few_hosts = b"0.0.0.0 a.example\n0.0.0.0 b.example\n".to_vec();
+    let few_ja3 = b"b386946a5a44d1ddcc843bc75336dfce,2017-07-14,2019-07-27,Dridex\n".to_vec();
+    let only_header =
+        b"127.0.0.1 localhost\n::1 ip6-localhost ip6-loopback\n255.255.255.255 broadcasthost\n"
+            .to_vec();
+    // (feed, path, list, reply, needle in last_error)
+    let refusals: Vec<(&str, &str, ListKind, Reply, &str)> = vec![
+        (
+            "stevenblack",
+            "/StevenBlack/hosts",
+            ListKind::FeedStevenBlack,
+            Reply::Status(404, steven.clone()),
+            "HTTP status 404",
+        ),
+        (
+            "stevenblack",
+            "/StevenBlack/hosts",
+            ListKind::FeedStevenBlack,
+            Reply::Ok {
+                body: html.clone(),
+                etag: None,
+            },
+            "HTML",
+        ),
+        (
+            "stevenblack",
+            "/StevenBlack/hosts",
+            ListKind::FeedStevenBlack,
+            Reply::Ok {
+                body: hosts_garbage.clone(),
+                etag: None,
+            },
+            "do not parse",
+        ),
+        (
+            "stevenblack",
+            "/StevenBlack/hosts",
+            ListKind::FeedStevenBlack,
+            Reply::Ok {
+                body: few_hosts.clone(),
+                etag: None,
+            },
+            "shrink of more than 50%",
+        ),
+        (
+            "someonewhocares",
+            "/hosts/zero/hosts",
+            ListKind::FeedSomeoneWhoCares,
+            Reply::Ok {
+                body: only_header,
+                etag: None,
+            },
+            "no entries",
+        ),
+        (
+            "someonewhocares",
+            "/hosts/zero/hosts",
+            ListKind::FeedSomeoneWhoCares,
+            Reply::Ok {
+                body: few_hosts,
+                etag: None,
+            },
+            "shrink of more than 50%",
+        ),
+        (
+            "someonewhocares",
+            "/hosts/zero/hosts",
+            ListKind::FeedSomeoneWhoCares,
+            Reply::Truncated {
+                declared: swc.len(),
+                body: swc[..swc.len() / 2].to_vec(),
+            },
+            "fetch failed",
+        ),
+        (
+            "sslbl_ja3",
+            "/ja3_fingerprints.csv",
+            ListKind::FeedSslblJa3,
+            Reply::Ok {
+                body: html,
+                etag: None,
+            },
+            "HTML",
+        ),
+        (
+            "sslbl_ja3",
+            "/ja3_fingerprints.csv",
+            ListKind::FeedSslblJa3,
+            Reply::Ok {
+                body: ja3_garbage,
+                etag: None,
+            },
+            "do not parse",
+        ),
+        (
+            "sslbl_ja3",
+            "/ja3_fingerprints.csv",
+            ListKind::FeedSslblJa3,
+            Reply::Ok {
+                body: few_ja3,
+                etag: None,
+            },
+            "shrink of more than 50%",
+        ),
+        (
+            "sslbl_ja3",
+            "/ja3_fingerprints.csv",
+            ListKind::FeedSslblJa3,
+            Reply::Status(500, Vec::new()),
+            "HTTP status 500",
+        ),
+    ];
+    for (feed, path, list, reply, needle) in refusals {
+        let before = controller.list(list);
+        let failures = status(&feeds, feed).failures;
+        let label = format!("{feed} {reply:?}")
+            .chars()
+            .take(80)
+            .collect::<String>();
+        server.set(path, reply);
+        let st = update(&feeds, feed).await;
+        assert_eq!(st.failures, failures + 1, "{label}");
+        assert!(st.last_error.contains(needle), "{label}: {}", st.last_error);
+        assert_eq!(controller.list(list), before, "{label}");
+    }
+}
+
+#[tokio::test]
 async fn file_urls_are_read_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mirror feodo.txt");

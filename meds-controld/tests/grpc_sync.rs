@@ -449,7 +449,194 @@ async fn admin_edits_countries_and_asns_and_reports_an_address() {
         .map(|k| (k.to_wire() as i32, ctl.list_len(*k) as u64))
         .collect();
     assert_eq!(sizes, want);
-    assert_eq!(want.len(), 9);
+    assert_eq!(want.len(), ListKind::ALL.len());
+    assert_eq!(want.len(), 16);
+}
+
+#[tokio::test]
+async fn admin_edits_domain_and_fingerprint_lists() {
+    let ctl = Controller::new_for_tests();
+    let (_dir, path) = serve(Arc::clone(&ctl)).await;
+    let mut admin = AdminClient::new(channel(path).await);
+    let modify = |list: pb::ListKind, entries: &[&str]| pb::ModifyEntriesRequest {
+        list: list as i32,
+        entries: entries.iter().map(|s| s.to_string()).collect(),
+        wait_applied: false,
+    };
+    let ja3 = "b386946a5a44d1ddcc843bc75336dfce";
+    let ja4 = "t13d1516h2_8daaf6152771_02713d6af862";
+    // (list, entries, changed, listed afterwards)
+    let adds: [(pb::ListKind, &[&str], u32, &[&str]); 4] = [
+        (
+            pb::ListKind::DomainBlock,
+            &["Bad.COM.", "www.bad.com", "bücher.example", "bad.com"],
+            3,
+            &["bad.com", "www.bad.com", "xn--bcher-kva.example"],
+        ),
+        (
+            pb::ListKind::DomainAllow,
+            &["good.example"],
+            1,
+            &["good.example"],
+        ),
+        (
+            pb::ListKind::Ja3Block,
+            &["B386946A5A44D1DDCC843BC75336DFCE"],
+            1,
+            &[ja3],
+        ),
+        (pb::ListKind::Ja4Block, &[ja4, ja4], 1, &[ja4]),
+    ];
+    for (kind, entries, changed, listed) in adds {
+        let r = admin
+            .add_entries(modify(kind, entries))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.changed, changed, "{kind:?}");
+        let got = admin
+            .list_entries(pb::ListEntriesRequest { list: kind as i32 })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        assert_eq!(got, listed, "{kind:?}");
+    }
+    // (list, query, found, matches): domains match their parents, most specific first, and
+    // are label-aware; fingerprints are exact.
+    let cases: [(pb::ListKind, &str, bool, &[&str]); 9] = [
+        (
+            pb::ListKind::DomainBlock,
+            "a.www.bad.com",
+            true,
+            &["www.bad.com", "bad.com"],
+        ),
+        (pb::ListKind::DomainBlock, "BAD.com.", true, &["bad.com"]),
+        (pb::ListKind::DomainBlock, "badge.com", false, &[]),
+        (
+            pb::ListKind::DomainBlock,
+            "Bücher.example",
+            true,
+            &["xn--bcher-kva.example"],
+        ),
+        (pb::ListKind::DomainAllow, "bad.com", false, &[]),
+        (
+            pb::ListKind::Ja3Block,
+            "B386946A5A44D1DDCC843BC75336DFCE",
+            true,
+            &[ja3],
+        ),
+        (
+            pb::ListKind::Ja3Block,
+            "b386946a5a44d1ddcc843bc75336dfcf",
+            false,
+            &[],
+        ),
+        (pb::ListKind::Ja4Block, ja4, true, &[ja4]),
+        (pb::ListKind::FeedSslblJa3, ja3, false, &[]),
+    ];
+    for (kind, query, found, matches) in cases {
+        let r = admin
+            .check_entry(pb::CheckEntryRequest {
+                list: kind as i32,
+                query: query.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.found, found, "{kind:?} {query}");
+        assert_eq!(r.matches, matches, "{kind:?} {query}");
+    }
+
+    // Removal is exact: `bad.com` goes, `www.bad.com` stays.
+    let r = admin
+        .remove_entries(modify(pb::ListKind::DomainBlock, &["bad.com"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changed, 1);
+    assert_eq!(
+        ctl.list(ListKind::DomainBlock),
+        vec![
+            Entry::parse_user(meds_proto::EntryKind::Domain, "www.bad.com").unwrap(),
+            Entry::parse_user(meds_proto::EntryKind::Domain, "xn--bcher-kva.example").unwrap(),
+        ]
+    );
+
+    // Refusals: INVALID_ARGUMENT naming the element or the list; nothing changed.
+    let g = ctl.generation();
+    let refusals: [(pb::ListKind, &[&str], &str); 8] = [
+        (
+            pb::ListKind::DomainBlock,
+            &["ok.example", "*"],
+            "entries[1]: \"*\": wildcards",
+        ),
+        (
+            pb::ListKind::DomainAllow,
+            &["bad .com"],
+            "entries[0]: \"bad .com\": character ' '",
+        ),
+        (pb::ListKind::DomainBlock, &[""], "entries[0]: empty value"),
+        (
+            pb::ListKind::Ja3Block,
+            &["xyz"],
+            "entries[0]: \"xyz\" is not a JA3 hash",
+        ),
+        (
+            pb::ListKind::Ja4Block,
+            &["t13d1516h2"],
+            "is not a JA4 fingerprint",
+        ),
+        (
+            pb::ListKind::FeedStevenblack,
+            &["ads.example"],
+            "stevenblack list is filled by its feed",
+        ),
+        (
+            pb::ListKind::FeedSomeonewhocares,
+            &["ads.example"],
+            "someonewhocares list is filled by its feed",
+        ),
+        (
+            pb::ListKind::FeedSslblJa3,
+            &[ja3],
+            "sslbl_ja3 list is filled by its feed",
+        ),
+    ];
+    for (kind, entries, needle) in refusals {
+        for remove in [false, true] {
+            let result = if remove {
+                admin.remove_entries(modify(kind, entries)).await
+            } else {
+                admin.add_entries(modify(kind, entries)).await
+            };
+            let err = result.unwrap_err();
+            assert_eq!(
+                err.code(),
+                tonic::Code::InvalidArgument,
+                "{kind:?}: {err:?}"
+            );
+            assert!(
+                err.message().contains(needle),
+                "{needle}: {}",
+                err.message()
+            );
+        }
+    }
+    let err = admin
+        .check_entry(pb::CheckEntryRequest {
+            list: pb::ListKind::DomainBlock as i32,
+            query: "bad .com".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("query: \"bad .com\""),
+        "{}",
+        err.message()
+    );
+    assert_eq!(ctl.generation(), g);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use meds_controld::store::{DEFAULT_ALLOWLIST, SCHEMA_VERSION, Store, StoreError};
-use meds_proto::{Asn, Cidr, CountryCode, Entry, ListKind};
+use meds_proto::{Asn, Cidr, CountryCode, Entry, EntryKind, ListKind};
 use rusqlite::Connection;
 
 /// A prefix entry.
@@ -262,7 +262,9 @@ fn generation_is_monotonic_across_reopen() {
         let at_open = store.load().unwrap().generation;
         assert!(at_open >= last, "round {round}: {at_open} < {last}");
         let entry = c(&format!("203.0.113.{round}"));
-        let added = store.add(ListKind::IpBlock, &[entry.clone()]).unwrap();
+        let added = store
+            .add(ListKind::IpBlock, std::slice::from_ref(&entry))
+            .unwrap();
         assert_eq!(added.generation, at_open + 1);
         let removed = store.remove(ListKind::IpBlock, &[entry]).unwrap();
         assert_eq!(removed.generation, at_open + 2);
@@ -483,6 +485,110 @@ fn countries_and_asns_are_stored_canonical_and_survive_a_restart() {
     assert!(loaded.lists[&ListKind::IpBlock].is_empty());
 }
 
+const JA3: &str = "b386946a5a44d1ddcc843bc75336dfce";
+const JA4: &str = "t13d1516h2_8daaf6152771_02713d6af862";
+
+fn dom(s: &str) -> Entry {
+    Entry::parse_user(EntryKind::Domain, s).unwrap()
+}
+
+fn ja3(s: &str) -> Entry {
+    Entry::parse_user(EntryKind::Ja3, s).unwrap()
+}
+
+fn ja4(s: &str) -> Entry {
+    Entry::parse_user(EntryKind::Ja4, s).unwrap()
+}
+
+#[test]
+fn domains_and_fingerprints_are_stored_canonical_and_survive_a_restart() {
+    let (_dir, path) = db();
+    let mut store = Store::open(&path).unwrap();
+    // (list, entries as typed, changed, raw rows stored)
+    type Step = (ListKind, Vec<Entry>, Vec<Entry>, &'static [&'static str]);
+    let steps: Vec<Step> = vec![
+        (
+            ListKind::DomainBlock,
+            vec![
+                dom("Bad.COM."),
+                dom("www.bad.com"),
+                dom("Bücher.example"),
+                dom("bad.com"),
+            ],
+            vec![
+                dom("bad.com"),
+                dom("www.bad.com"),
+                dom("xn--bcher-kva.example"),
+            ],
+            &["bad.com", "www.bad.com", "xn--bcher-kva.example"],
+        ),
+        // The same name in the other list is another entry.
+        (
+            ListKind::DomainAllow,
+            vec![dom("bad.com")],
+            vec![dom("bad.com")],
+            &["bad.com"],
+        ),
+        (
+            ListKind::Ja3Block,
+            vec![ja3("B386946A5A44D1DDCC843BC75336DFCE"), ja3(JA3)],
+            vec![ja3(JA3)],
+            &[JA3],
+        ),
+        (
+            ListKind::Ja4Block,
+            vec![ja4("T13D1516H2_8DAAF6152771_02713D6AF862")],
+            vec![ja4(JA4)],
+            &[JA4],
+        ),
+    ];
+    let mut generation = store.load().unwrap().generation;
+    for (list, entries, changed, raw) in steps {
+        let applied = store.add(list, &entries).unwrap();
+        generation += 1;
+        assert_eq!(applied.changed, changed, "{list}");
+        assert_eq!(applied.generation, generation, "{list}");
+        let mut rows = raw_entry_rows(&path, list);
+        rows.sort();
+        assert_eq!(rows, raw, "{list}");
+        // Idempotent.
+        let again = store.add(list, &entries).unwrap();
+        assert!(again.changed.is_empty(), "{list}");
+        assert_eq!(again.generation, generation, "{list}");
+    }
+    // Removal is exact: the parent goes, the subdomain entry stays.
+    let removed = store
+        .remove(
+            ListKind::DomainBlock,
+            &[dom("BAD.com"), dom("absent.example")],
+        )
+        .unwrap();
+    assert_eq!(removed.changed, vec![dom("bad.com")]);
+    drop(store);
+
+    let loaded = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.generation, generation + 1);
+    let want: [(ListKind, Vec<Entry>); 4] = [
+        (
+            ListKind::DomainBlock,
+            vec![dom("www.bad.com"), dom("xn--bcher-kva.example")],
+        ),
+        (ListKind::DomainAllow, vec![dom("bad.com")]),
+        (ListKind::Ja3Block, vec![ja3(JA3)]),
+        (ListKind::Ja4Block, vec![ja4(JA4)]),
+    ];
+    for (list, entries) in want {
+        assert_eq!(loaded.lists[&list], entries.into_iter().collect(), "{list}");
+    }
+    for feed in [
+        ListKind::FeedStevenBlack,
+        ListKind::FeedSomeoneWhoCares,
+        ListKind::FeedSslblJa3,
+    ] {
+        assert!(loaded.lists[&feed].is_empty(), "{feed}");
+    }
+}
+
 #[test]
 fn country_and_asn_changes_are_idempotent_and_exact() {
     let mut store = Store::open_in_memory().unwrap();
@@ -559,13 +665,16 @@ fn feed_lists_and_wrong_entry_kinds_are_refused_without_a_change() {
         (ListKind::FeedSpamhaus, c("203.0.113.0/24")),
         (ListKind::FeedFeodo, c("203.0.113.7")),
         (ListKind::FeedAsnDrop, asn("64496")),
+        (ListKind::FeedStevenBlack, dom("ads.example")),
+        (ListKind::FeedSomeoneWhoCares, dom("ads.example")),
+        (ListKind::FeedSslblJa3, ja3(JA3)),
     ];
     for (list, entry) in feeds {
         for add in [true, false] {
             let result = if add {
-                store.add(list, &[entry.clone()])
+                store.add(list, std::slice::from_ref(&entry))
             } else {
-                store.remove(list, &[entry.clone()])
+                store.remove(list, std::slice::from_ref(&entry))
             };
             match result {
                 Err(e @ StoreError::FeedList { .. }) => {
@@ -581,12 +690,20 @@ fn feed_lists_and_wrong_entry_kinds_are_refused_without_a_change() {
         (ListKind::CountryBlock, c("203.0.113.7")),
         (ListKind::CountryBlock, asn("64496")),
         (ListKind::AsnBlock, cc("fr")),
+        (ListKind::DomainBlock, ja3(JA3)),
+        (ListKind::DomainAllow, c("203.0.113.7")),
+        (ListKind::Ja3Block, ja4(JA4)),
+        (ListKind::Ja4Block, ja3(JA3)),
+        (ListKind::Ja3Block, dom("ads.example")),
     ];
     for (list, entry) in wrong {
         // A good entry first: the whole call is refused, not just the bad entry.
         let good = match list.entry_kind() {
             meds_proto::EntryKind::Prefix => c("198.51.100.0/24"),
             meds_proto::EntryKind::Country => cc("de"),
+            meds_proto::EntryKind::Domain => dom("good.example"),
+            meds_proto::EntryKind::Ja3 => ja3(JA3),
+            meds_proto::EntryKind::Ja4 => ja4(JA4),
             _ => asn("64511"),
         };
         match store.add(list, &[good, entry.clone()]) {
@@ -682,9 +799,43 @@ fn a_schema_1_database_is_migrated_keeping_its_prefixes() {
 }
 
 #[test]
-fn a_corrupt_country_or_asn_row_is_an_error_naming_the_row() {
+fn a_corrupt_list_entry_row_is_an_error_naming_the_row() {
     // (list, value, expected error kind)
     let cases = [
+        ("domain_block", "Bad.com", "invalid value"),
+        ("domain_block", "bad.com.", "invalid value"),
+        ("domain_block", " bad.com", "invalid value"),
+        ("domain_allow", "bücher.example", "invalid value"),
+        ("domain_allow", "*.example.com", "invalid value"),
+        ("domain_allow", "", "invalid value"),
+        ("domain_block", "a..b", "invalid value"),
+        (
+            "ja3_block",
+            "B386946A5A44D1DDCC843BC75336DFCE",
+            "invalid value",
+        ),
+        (
+            "ja3_block",
+            "b386946a5a44d1ddcc843bc75336dfc",
+            "invalid value",
+        ),
+        (
+            "ja4_block",
+            "T13D1516H2_8DAAF6152771_02713D6AF862",
+            "invalid value",
+        ),
+        (
+            "ja4_block",
+            "b386946a5a44d1ddcc843bc75336dfce",
+            "invalid value",
+        ),
+        ("feed_stevenblack", "ads.example", "unknown list"),
+        ("feed_someonewhocares", "ads.example", "unknown list"),
+        (
+            "feed_sslbl_ja3",
+            "b386946a5a44d1ddcc843bc75336dfce",
+            "unknown list",
+        ),
         ("country_block", "FR", "invalid value"),
         ("country_block", "zz", "invalid value"),
         ("country_block", "fra", "invalid value"),

@@ -1,6 +1,7 @@
-//! Mutation bodies of the country and ASN routes: a JSON object with exactly one field, an
-//! array (`{"countries":["fr","DE"]}`, `{"asns":[64496,"AS64497"]}`), decoded into the array's
-//! elements before any of them is interpreted.
+//! Mutation bodies of the list routes: a JSON object with exactly one field, an array
+//! (`{"subnets":["10.0.0.0/8"]}`, `{"countries":["fr","DE"]}`, `{"asns":[64496,"AS64497"]}`,
+//! `{"domains":["example.com"]}`), decoded into the array's elements before any of them is
+//! interpreted, and the `Content-Type` rule every mutation follows ([`require_json`]).
 //!
 //! The decoder streams the array (no intermediate `serde_json::Value` tree), refuses unknown and
 //! duplicate fields, and records the JSON type of every element so that the route can name the
@@ -12,11 +13,54 @@
 use std::fmt;
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::error::ApiError;
-use super::subnets::require_json;
+
+/// JSON types of [`Element::Other`] that are numbers.
+const NEGATIVE: &str = "a negative number";
+const FRACTIONAL: &str = "a fractional number";
+
+/// What the array may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Items {
+    /// Any JSON values; the route interprets each element and names a bad one.
+    Any,
+    /// Strings only, checked while decoding: any other value makes the body invalid JSON
+    /// (`invalid JSON body: subnets[1]: expected a string, got a number at line 1 column 28`),
+    /// and `expecting` names the array in type errors. The subnet routes have always answered
+    /// this way; their messages are kept.
+    Strings { expecting: &'static str },
+}
+
+/// Mutations must say `application/json` (or `application/<x>+json`). Besides being honest,
+/// this makes every cross-site browser POST a CORS-preflighted request, which we never
+/// approve, so a page cannot ride a browser's cached Basic credentials (CSRF).
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::BadRequest(
+            "missing Content-Type: send the body as application/json".to_string(),
+        ));
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        let shown: String = text.chars().take(100).collect();
+        Err(ApiError::BadRequest(format!(
+            "Content-Type {shown:?} is not supported: send the body as application/json"
+        )))
+    }
+}
 
 /// One array element as found in the body.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +81,14 @@ impl Element {
             Element::Other(kind) => kind,
         }
     }
+
+    /// [`Element::kind`], with every number just "a number".
+    fn coarse_kind(&self) -> &'static str {
+        match self {
+            Element::Other(kind) if *kind == NEGATIVE || *kind == FRACTIONAL => "a number",
+            other => other.kind(),
+        }
+    }
 }
 
 /// Check the content type and decode `{"<field>":[…]}` into its elements, refusing more than
@@ -45,6 +97,7 @@ pub(super) fn decode_list(
     headers: &HeaderMap,
     body: &Bytes,
     field: &'static str,
+    items: Items,
     max_entries: usize,
 ) -> Result<Vec<Element>, ApiError> {
     require_json(headers)?;
@@ -63,7 +116,7 @@ pub(super) fn decode_list(
         }
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let elements = ListBody { field }
+    let elements = ListBody { field, items }
         .deserialize(&mut deserializer)
         .and_then(|elements| deserializer.end().map(|()| elements))
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
@@ -79,6 +132,7 @@ pub(super) fn decode_list(
 /// The body object: exactly one field, `field`.
 struct ListBody {
     field: &'static str,
+    items: Items,
 }
 
 impl<'de> DeserializeSeed<'de> for ListBody {
@@ -112,14 +166,20 @@ impl<'de> Visitor<'de> for ListBody {
                     self.field
                 )));
             }
-            found = Some(map.next_value_seed(Elements)?);
+            found = Some(map.next_value_seed(Elements {
+                field: self.field,
+                items: self.items,
+            })?);
         }
         found.ok_or_else(|| de::Error::custom(format_args!("missing field `{}`", self.field)))
     }
 }
 
 /// The array.
-struct Elements;
+struct Elements {
+    field: &'static str,
+    items: Items,
+}
 
 impl<'de> DeserializeSeed<'de> for Elements {
     type Value = Vec<Element>;
@@ -133,12 +193,25 @@ impl<'de> Visitor<'de> for Elements {
     type Value = Vec<Element>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array")
+        match self.items {
+            Items::Any => f.write_str("an array"),
+            Items::Strings { expecting } => f.write_str(expecting),
+        }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Element>, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(element) = seq.next_element::<Element>()? {
+            if let (Items::Strings { .. }, Element::Number(_) | Element::Other(_)) =
+                (self.items, &element)
+            {
+                return Err(de::Error::custom(format_args!(
+                    "{}[{}]: expected a string, got {}",
+                    self.field,
+                    out.len(),
+                    element.coarse_kind()
+                )));
+            }
             out.push(element);
         }
         Ok(out)
@@ -164,10 +237,10 @@ impl<'de> serde::Deserialize<'de> for Element {
                 Ok(Element::Number(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Element, E> {
-                Ok(u64::try_from(v).map_or(Element::Other("a negative number"), Element::Number))
+                Ok(u64::try_from(v).map_or(Element::Other(NEGATIVE), Element::Number))
             }
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Element, E> {
-                Ok(Element::Other("a fractional number"))
+                Ok(Element::Other(FRACTIONAL))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Element, E> {
                 Ok(Element::Other("a boolean"))
@@ -194,16 +267,125 @@ impl<'de> serde::Deserialize<'de> for Element {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderValue, header};
+    use axum::http::{HeaderValue, StatusCode};
+
+    fn json_headers(ct: Option<&'static str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = ct {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+        h
+    }
+
+    fn decode_as(body: &str, field: &'static str, items: Items) -> Result<Vec<Element>, String> {
+        decode_list(
+            &json_headers(Some("application/json")),
+            &Bytes::from(body.to_string()),
+            field,
+            items,
+            4,
+        )
+        .map_err(|e| format!("{} {e}", e.status().as_u16()))
+    }
 
     fn decode(body: &str) -> Result<Vec<Element>, String> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        decode_list(&headers, &Bytes::from(body.to_string()), "asns", 4)
-            .map_err(|e| format!("{} {e}", e.status().as_u16()))
+        decode_as(body, "asns", Items::Any)
+    }
+
+    const SUBNETS: Items = Items::Strings {
+        expecting: "an array of IP address or CIDR prefix strings",
+    };
+
+    /// The strings-only form, with the subnet routes' messages.
+    #[test]
+    fn strings_only_table() {
+        use Element::Text;
+        let cases: Vec<(&str, Result<Vec<Element>, &str>)> = vec![
+            (r#"{"subnets":[]}"#, Ok(vec![])),
+            (
+                r#"{"subnets":["a","b"]}"#,
+                Ok(vec![Text("a".into()), Text("b".into())]),
+            ),
+            (
+                r#"{"subnets":null}"#,
+                Err(
+                    "400 invalid JSON body: invalid type: null, expected an array of IP address or CIDR prefix strings at line 1 column 15",
+                ),
+            ),
+            (
+                r#"{"subnets":["203.0.113.7",5]}"#,
+                Err(
+                    "400 invalid JSON body: subnets[1]: expected a string, got a number at line 1 column 28",
+                ),
+            ),
+            (
+                r#"{"subnets":[-5]}"#,
+                Err("400 invalid JSON body: subnets[0]: expected a string, got a number"),
+            ),
+            (
+                r#"{"subnets":[1.5]}"#,
+                Err("400 invalid JSON body: subnets[0]: expected a string, got a number"),
+            ),
+            (
+                r#"{"subnets":[null]}"#,
+                Err("400 invalid JSON body: subnets[0]: expected a string, got null"),
+            ),
+            (
+                r#"{"subnets":["a",["b"]]}"#,
+                Err("400 invalid JSON body: subnets[1]: expected a string, got an array"),
+            ),
+            (
+                r#"{"subnets":[{"a":1}]}"#,
+                Err("400 invalid JSON body: subnets[0]: expected a string, got an object"),
+            ),
+            // The first non-string fails the body before later syntax is looked at.
+            (
+                r#"{"subnets":[true, oops"#,
+                Err("400 invalid JSON body: subnets[0]: expected a string, got a boolean"),
+            ),
+            (
+                r#"{"subnets":[],"extra":1}"#,
+                Err("400 invalid JSON body: unknown field `extra`, expected `subnets`"),
+            ),
+        ];
+        assert_table(cases, |body| decode_as(body, "subnets", SUBNETS));
+    }
+
+    /// Every body decodes to its elements, or fails with a message starting as given.
+    fn assert_table(
+        cases: Vec<(&str, Result<Vec<Element>, &str>)>,
+        decode: impl Fn(&str) -> Result<Vec<Element>, String>,
+    ) {
+        for (body, want) in cases {
+            let got = decode(body);
+            match (&got, &want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{body}"),
+                (Err(g), Err(w)) => assert!(g.starts_with(w), "{body}: got {g:?}, want {w:?}"),
+                _ => panic!("{body}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn content_type_table() {
+        let cases: [(Option<&'static str>, bool); 8] = [
+            (Some("application/json"), true),
+            (Some("application/json; charset=utf-8"), true),
+            (Some("Application/JSON"), true),
+            (Some("application/merge-patch+json"), true),
+            (None, false),
+            (Some("text/plain"), false),
+            (Some("application/x-www-form-urlencoded"), false),
+            (Some("multipart/form-data; boundary=x"), false),
+        ];
+        for (ct, ok) in cases {
+            let got = require_json(&json_headers(ct));
+            assert_eq!(got.is_ok(), ok, "{ct:?}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+                assert!(e.to_string().contains("application/json"), "{e}");
+            }
+        }
     }
 
     #[test]
@@ -274,14 +456,7 @@ mod tests {
                 Err("413 5 entries in one request: the limit is 4"),
             ),
         ];
-        for (body, want) in cases {
-            let got = decode(body);
-            match (&got, &want) {
-                (Ok(g), Ok(w)) => assert_eq!(g, w, "{body}"),
-                (Err(g), Err(w)) => assert!(g.starts_with(w), "{body}: got {g:?}, want {w:?}"),
-                _ => panic!("{body}: got {got:?}, want {want:?}"),
-            }
-        }
+        assert_table(cases, decode);
     }
 
     #[test]
@@ -290,6 +465,7 @@ mod tests {
             &HeaderMap::new(),
             &Bytes::from_static(b"{\"asns\":[]}"),
             "asns",
+            Items::Any,
             3,
         )
         .unwrap_err();

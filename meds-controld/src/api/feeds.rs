@@ -22,8 +22,8 @@ use axum::http::HeaderMap;
 use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
 
+use super::body::require_json;
 use super::error::ApiError;
-use super::subnets::require_json;
 use crate::feeds::{FeedStatus, Feeds};
 
 /// `GET /v1/feeds` and `POST /v1/feeds/update`.
@@ -84,7 +84,7 @@ async fn update(
     let body = body?;
     // Always JSON, even without a body: a cross-site form or no-cors request (which a browser
     // may send with cached credentials) cannot carry this Content-Type.
-    super::subnets::require_json(&headers)?;
+    require_json(&headers)?;
     let request: UpdateBody = if body.iter().all(u8::is_ascii_whitespace) {
         UpdateBody::default()
     } else {

@@ -1,6 +1,7 @@
 //! `feeds`: the threat and IP-intelligence feeds the controller downloads, validates and keeps
 //! in force (FireHOL level1, Spamhaus DROP v4 + v6, abuse.ch Feodo, Spamhaus ASN-DROP,
-//! IPLocate IP-to-ASN).
+//! IPLocate IP-to-ASN, the StevenBlack and someonewhocares.org hosts lists, abuse.ch SSLBL
+//! JA3 fingerprints).
 //!
 //! * [`registry`]: which feeds exist, the list each fills, default URL and format.
 //! * [`fetch`]: HTTP(S)/file download with limits, conditional requests and retries.

@@ -25,6 +25,10 @@ pub enum Format {
     AsnDrop,
     /// IPLocate ip-to-asn, zipped CSV.
     IpLocateZip,
+    /// A hosts-file blocklist (`0.0.0.0 name …`): StevenBlack, someonewhocares.org.
+    Hosts,
+    /// abuse.ch SSLBL `ja3_fingerprints.csv`.
+    SslblJa3,
 }
 
 /// A parsed feed body, as list entries.
@@ -53,6 +57,8 @@ impl Format {
                 into_feed(parse::iplocate_zip(body, limits)?, Entry::IpAsn)
             }
             Format::IpLocateZip => into_feed(parse::iplocate_csv(body, limits)?, Entry::IpAsn),
+            Format::Hosts => into_feed(parse::hosts(body, limits)?, Entry::Domain),
+            Format::SslblJa3 => into_feed(parse::ja3_sslbl(body, limits)?, Entry::Ja3),
         })
     }
 }
@@ -115,6 +121,31 @@ pub const FEEDS: &[FeedSpec] = &[
         format: Format::IpLocateZip,
         enabled_by_default: true,
     },
+    FeedSpec {
+        name: "stevenblack",
+        list: ListKind::FeedStevenBlack,
+        default_url: "https://raw.githubusercontent.com/StevenBlack/hosts/master/hosts",
+        format: Format::Hosts,
+        enabled_by_default: true,
+    },
+    // The original fetched `https://someonewhocares.org/hosts/hosts` (the 127.0.0.1 edition).
+    // The 0.0.0.0 edition below lists the same names (the parser ignores the address), is the
+    // one the maintainer recommends for speed, and is the edition our test fixture was taken
+    // from, so what we fetch is exactly the format we test.
+    FeedSpec {
+        name: "someonewhocares",
+        list: ListKind::FeedSomeoneWhoCares,
+        default_url: "https://someonewhocares.org/hosts/zero/hosts",
+        format: Format::Hosts,
+        enabled_by_default: true,
+    },
+    FeedSpec {
+        name: "sslbl_ja3",
+        list: ListKind::FeedSslblJa3,
+        default_url: "https://sslbl.abuse.ch/blacklist/ja3_fingerprints.csv",
+        format: Format::SslblJa3,
+        enabled_by_default: true,
+    },
 ];
 
 /// The word that stands for every feed in `--disable-feed`.
@@ -164,12 +195,19 @@ mod tests {
             assert!(sources(list).next().is_some(), "{list}");
         }
         assert!(is_shared(ListKind::FeedSpamhaus));
-        assert!(!is_shared(ListKind::FeedFireHol));
+        for list in [
+            ListKind::FeedFireHol,
+            ListKind::FeedStevenBlack,
+            ListKind::FeedSomeoneWhoCares,
+            ListKind::FeedSslblJa3,
+        ] {
+            assert!(!is_shared(list), "{list}");
+        }
     }
 
     #[test]
     fn formats_give_entries_of_their_lists_kind() {
-        let cases: [(Format, &[u8], ListKind); 4] = [
+        let cases: [(Format, &[u8], ListKind); 7] = [
             (Format::FireHol, b"203.0.113.0/24\n", ListKind::FeedFireHol),
             (
                 Format::SpamhausDrop,
@@ -178,6 +216,21 @@ mod tests {
             ),
             (Format::Feodo, b"203.0.113.7\r\n", ListKind::FeedFeodo),
             (Format::AsnDrop, b"{\"asn\":64496}\n", ListKind::FeedAsnDrop),
+            (
+                Format::Hosts,
+                b"127.0.0.1 localhost\n0.0.0.0 ads.example # x\n",
+                ListKind::FeedStevenBlack,
+            ),
+            (
+                Format::Hosts,
+                b"0.0.0.0\tads.example\n",
+                ListKind::FeedSomeoneWhoCares,
+            ),
+            (
+                Format::SslblJa3,
+                b"# ja3_md5,Firstseen,Lastseen,Listingreason\nb386946a5a44d1ddcc843bc75336dfce,2017-07-14 18:08:15,2019-07-27 20:42:54,Dridex\n",
+                ListKind::FeedSslblJa3,
+            ),
         ];
         for (format, body, list) in cases {
             let parsed = format.parse(body, &Limits::default()).unwrap();

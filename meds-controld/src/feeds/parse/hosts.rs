@@ -23,15 +23,11 @@
 //!
 //! [`Report::duplicates`]: super::Report::duplicates
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use meds_proto::DomainName;
 
-use super::{
-    Collector, FeedEntry, Limits, Line, ParseError, Parsed, check_size, sample, scan_text,
-    strip_comment,
-};
+use super::{FeedEntry, Limits, Line, ParseError, Parsed, parse_text, sample, strip_comment};
 
 /// Names in the header of hosts files, ignored (compared case-insensitively).
 const PREAMBLE: [&str; 6] = [
@@ -43,77 +39,19 @@ const PREAMBLE: [&str; 6] = [
     "broadcasthost",
 ];
 
-/// The shared line walker and [`Collector`] hold `Copy` entries; a name is not one. Each
-/// distinct name gets an id (its position in the interner), and the collector deduplicates,
-/// counts and bounds the ids exactly as it would the names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct NameId(u32);
-
-impl FeedEntry for NameId {
-    type Key = NameId;
-    fn key(&self) -> NameId {
-        *self
-    }
-}
-
-/// Distinct names seen so far, at most `cap` of them.
-struct Interner {
-    ids: HashMap<DomainName, u32>,
-    cap: usize,
-}
-
-impl Interner {
-    /// The id of `name`. Past `cap` distinct names, every new name gets one shared overflow id:
-    /// by then the collector already holds `cap` = `max_entries + 1` distinct ids and refuses
-    /// the body, so memory stays bounded by the limit.
-    fn id(&mut self, name: DomainName) -> NameId {
-        if let Some(&id) = self.ids.get(&name) {
-            return NameId(id);
-        }
-        if self.ids.len() >= self.cap {
-            return NameId(u32::MAX);
-        }
-        // INVARIANT: len < cap <= u32::MAX - 1, so it fits.
-        let id = self.ids.len() as u32;
-        self.ids.insert(name, id);
-        NameId(id)
+impl FeedEntry for DomainName {
+    type Key = DomainName;
+    fn key(&self) -> &DomainName {
+        self
     }
 }
 
 /// Parse a hosts-file blocklist into domain names.
 pub fn hosts(body: &[u8], limits: &Limits) -> Result<Parsed<DomainName>, ParseError> {
-    check_size(body, limits)?;
-    let mut interner = Interner {
-        ids: HashMap::new(),
-        cap: limits
-            .max_entries
-            .saturating_add(1)
-            .min(u32::MAX as usize - 1),
-    };
-    let mut collector = Collector::new(limits);
-    scan_text(body, limits, &mut collector, None, |line| {
-        classify(line, &mut interner)
-    })?;
-    let parsed = collector.finish()?;
-    let mut by_id: Vec<Option<DomainName>> = vec![None; interner.ids.len()];
-    for (name, id) in interner.ids {
-        if let Some(slot) = by_id.get_mut(id as usize) {
-            *slot = Some(name);
-        }
-    }
-    let mut entries: Vec<DomainName> = parsed
-        .entries
-        .iter()
-        .filter_map(|id| by_id.get_mut(id.0 as usize).and_then(Option::take))
-        .collect();
-    entries.sort_unstable();
-    Ok(Parsed {
-        entries,
-        report: parsed.report,
-    })
+    parse_text(body, limits, classify)
 }
 
-fn classify(line: &str, interner: &mut Interner) -> Line<NameId> {
+fn classify(line: &str) -> Line<DomainName> {
     let mut fields = strip_comment(line, &['#']).split_ascii_whitespace();
     let Some(address) = fields.next() else {
         return Line::Comment;
@@ -151,7 +89,7 @@ fn classify(line: &str, interner: &mut Interner) -> Line<NameId> {
     if names.is_empty() {
         return Line::Skipped;
     }
-    Line::Entries(names.into_iter().map(|n| interner.id(n)).collect())
+    Line::Entries(names)
 }
 
 /// An IPv4 or IPv6 address, an IPv6 one possibly with a zone (`fe80::1%lo0`).

@@ -16,8 +16,8 @@ const HEADER: &str = "ja3_md5";
 
 impl FeedEntry for Ja3Hash {
     type Key = Ja3Hash;
-    fn key(&self) -> Ja3Hash {
-        *self
+    fn key(&self) -> &Ja3Hash {
+        self
     }
 }
 

@@ -169,31 +169,33 @@ pub enum ParseError {
     NoData { report: Report },
 }
 
-/// An entry type a feed yields, with the key that duplicates are detected by.
-pub trait FeedEntry: Copy + Ord {
+/// An entry type a feed yields, with the key that duplicates are detected by. The key is
+/// borrowed, so an entry that owns its text (a [`DomainName`](meds_proto::DomainName)) is
+/// never copied to be sorted or compared.
+pub trait FeedEntry: Ord {
     type Key: Ord;
-    fn key(&self) -> Self::Key;
+    fn key(&self) -> &Self::Key;
 }
 
 impl FeedEntry for Cidr {
     type Key = Cidr;
-    fn key(&self) -> Cidr {
-        *self
+    fn key(&self) -> &Cidr {
+        self
     }
 }
 
 impl FeedEntry for Asn {
     type Key = Asn;
-    fn key(&self) -> Asn {
-        *self
+    fn key(&self) -> &Asn {
+        self
     }
 }
 
 impl FeedEntry for IpAsn {
     /// One row per prefix: a lookup table cannot hold two answers for the same prefix.
     type Key = Cidr;
-    fn key(&self) -> Cidr {
-        self.prefix
+    fn key(&self) -> &Cidr {
+        &self.prefix
     }
 }
 
@@ -236,7 +238,7 @@ impl<T: FeedEntry> Collector<T> {
     /// Sort (stable, so the first line with a key wins), drop duplicate keys, check the limit.
     fn compact(&mut self) -> Result<(), ParseError> {
         let before = self.entries.len();
-        self.entries.sort_by_key(FeedEntry::key);
+        self.entries.sort_by(|a, b| a.key().cmp(b.key()));
         self.entries
             .dedup_by(|later, earlier| later.key() == earlier.key());
         self.report.duplicates += (before - self.entries.len()) as u64;
