@@ -1,5 +1,9 @@
 //! The command line, as clap derive types. Parsing only: no I/O, no validation beyond what
 //! clap does (entries are validated by [`crate::run`] before the controller is contacted).
+//!
+//! [`Command::list_op`] says which list(s) a list command works on ([`Target`]) and what it does
+//! ([`ListOp`]): `whitelist`/`blacklist` send each argument to their IP list or their domain list
+//! by its form, the other list commands have one list each.
 
 use std::path::PathBuf;
 
@@ -7,11 +11,12 @@ use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand};
 use meds_proto::ListKind;
 
-/// Operate a Meds host firewall through the controller's admin socket.
+/// Operate a Meds host firewall through the controller's admin socket: the IP and domain
+/// allowlist and blocklist, the country, ASN, JA3 and JA4 blocklists, and the feeds.
 ///
-/// Exit codes: 0 ok; 1 `check` found nothing for some argument; 2 usage error; 3 cannot reach
-/// the controller, runtime error, or a feed update failed; 4 invalid argument (refused locally
-/// or by the controller).
+/// Exit codes: 0 ok; 1 `check` found nothing for some argument; 2 usage error (also: IP
+/// addresses and domain names mixed in one add/remove); 3 cannot reach the controller, runtime
+/// error, or a feed update failed; 4 invalid argument (refused locally or by the controller).
 #[derive(Debug, Parser)]
 #[command(name = "medsctl", version, propagate_version = true)]
 pub struct Cli {
@@ -65,13 +70,21 @@ impl Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The IP allowlist: a match accepts the packet and ends the chain.
+    /// The allowlist: IP addresses and prefixes, and domain names.
+    ///
+    /// Each argument goes to the IP list or to the domain list by its form. An IP match
+    /// accepts the packet and ends the chain; a listed domain, and every subdomain of it, is
+    /// never blocked by the domain lists, the hosts feeds or the JA3/JA4 lists.
     #[command(visible_alias = "allowlist")]
     Whitelist {
         #[command(subcommand)]
         action: ListAction,
     },
-    /// The IP blocklist: a match drops the packet.
+    /// The blocklist: IP addresses and prefixes, and domain names.
+    ///
+    /// Each argument goes to the IP list or to the domain list by its form. A packet from a
+    /// listed address is dropped; so is a DNS message (question or CNAME target) or a TLS
+    /// ClientHello (SNI) naming a listed domain or any subdomain of it.
     #[command(visible_alias = "blocklist")]
     Blacklist {
         #[command(subcommand)]
@@ -89,19 +102,50 @@ pub enum Command {
         #[command(subcommand)]
         action: AsnAction,
     },
-    /// Show which lists and feeds contain an address, and its ASN and country.
+    /// The JA3 blocklist: TLS client fingerprints (MD5 hashes).
+    ///
+    /// Drops TLS ClientHellos whose JA3 hash (32 hexadecimal digits) is listed. The abuse.ch
+    /// SSLBL feed is a separate list (see `feeds`).
+    Ja3 {
+        #[command(subcommand)]
+        action: Ja3Action,
+    },
+    /// The JA4 blocklist: TLS client fingerprints.
+    ///
+    /// Drops TLS ClientHellos whose JA4 fingerprint (e.g.
+    /// t13d1516h2_8daaf6152771_02713d6af862) is listed.
+    Ja4 {
+        #[command(subcommand)]
+        action: Ja4Action,
+    },
+    /// Show which lists and feeds contain an IP address, and its ASN and country.
+    ///
+    /// For a domain name, use `whitelist check` or `blacklist check`.
     Check {
         /// One IPv4 or IPv6 address, e.g. 203.0.113.7.
         #[arg(value_name = "IP")]
         ip: String,
     },
-    /// The threat feeds the controller fetches (FireHOL, Spamhaus, Feodo, ASN-DROP, IPLocate).
+    /// The threat feeds the controller fetches.
+    ///
+    /// IP: FireHOL, Spamhaus, Feodo, ASN-DROP, IPLocate; domains: StevenBlack,
+    /// someonewhocares; JA3: abuse.ch SSLBL.
     Feeds {
         #[command(subcommand)]
         action: FeedsAction,
     },
     /// Show the controller, the dataplane and their counters.
     Status,
+}
+
+/// Which list(s) a list command's arguments go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Every argument is an entry of this list.
+    One(ListKind),
+    /// An IP address or prefix goes to `ip`, a domain name to `domain`
+    /// ([`crate::ip_or_domain::IpOrDomain`]).
+    IpOrDomain { ip: ListKind, domain: ListKind },
 }
 
 /// What to do with a user-edited list, whatever its entries are.
@@ -122,59 +166,93 @@ pub enum ListOp<'a> {
 }
 
 impl Command {
-    /// The list a list command operates on and what to do with it; `None` for the other
+    /// The list(s) a list command operates on and what to do with it; `None` for the other
     /// commands.
-    pub fn list_op(&self) -> Option<(ListKind, ListOp<'_>)> {
+    pub fn list_op(&self) -> Option<(Target, ListOp<'_>)> {
         match self {
-            Command::Whitelist { action } => Some((ListKind::IpAllow, action.op())),
-            Command::Blacklist { action } => Some((ListKind::IpBlock, action.op())),
-            Command::Countries { action } => Some((ListKind::CountryBlock, action.op())),
-            Command::Asns { action } => Some((ListKind::AsnBlock, action.op())),
+            Command::Whitelist { action } => {
+                Some(action.target(ListKind::IpAllow, ListKind::DomainAllow))
+            }
+            Command::Blacklist { action } => {
+                Some(action.target(ListKind::IpBlock, ListKind::DomainBlock))
+            }
+            Command::Countries { action } => {
+                Some((Target::One(ListKind::CountryBlock), action.op()))
+            }
+            Command::Asns { action } => Some((Target::One(ListKind::AsnBlock), action.op())),
+            Command::Ja3 { action } => Some((Target::One(ListKind::Ja3Block), action.op())),
+            Command::Ja4 { action } => Some((Target::One(ListKind::Ja4Block), action.op())),
             Command::Check { .. } | Command::Feeds { .. } | Command::Status => None,
         }
     }
 }
 
+/// The actions of `whitelist` and `blacklist`, whose arguments are IP addresses, CIDR prefixes
+/// or domain names.
 #[derive(Debug, Subcommand)]
 pub enum ListAction {
-    /// Add IP addresses or CIDR prefixes (all or nothing).
+    /// Add IP addresses, CIDR prefixes or domain names (all or nothing; one kind per command).
+    ///
+    /// IP addresses and domain names are kept in two lists and one command changes one list,
+    /// so a command with both kinds is refused (exit 2): run one command for each kind.
     Add(ModifyArgs),
-    /// Remove IP addresses or CIDR prefixes (all or nothing).
+    /// Remove IP addresses, CIDR prefixes or domain names (all or nothing; one kind per
+    /// command, as for `add`).
     #[command(visible_alias = "rm")]
     Remove(ModifyArgs),
-    /// Show every entry of the list.
+    /// Show every entry of the IP list, or of the domain list with --domains.
     #[command(visible_alias = "ls")]
-    List,
-    /// Tell whether each address or prefix is covered by the list (exit 1 if one is not).
+    List {
+        /// Show the domain list instead of the IP list.
+        #[arg(long)]
+        domains: bool,
+    },
+    /// Tell whether each address, prefix or domain name is on the list (exit 1 if one is not).
+    ///
+    /// An address or prefix is looked up in the IP list (found when a stored prefix covers
+    /// it), a domain name in the domain list (found when it or a parent domain is stored).
+    /// Both kinds may be mixed.
     Check {
-        /// IPv4/IPv6 addresses or CIDR prefixes, e.g. 203.0.113.7 or 2001:db8::/48.
-        #[arg(required = true, value_name = "ADDR|CIDR")]
+        /// IPv4/IPv6 addresses, CIDR prefixes or domain names, e.g. 203.0.113.7, 2001:db8::/48
+        /// or www.example.com.
+        #[arg(required = true, value_name = "ADDR|CIDR|DOMAIN")]
         queries: Vec<String>,
     },
 }
 
 impl ListAction {
-    /// The action as a [`ListOp`].
-    pub fn op(&self) -> ListOp<'_> {
+    /// Where the action's arguments go, given the IP list and the domain list of the command,
+    /// and the action as a [`ListOp`].
+    pub fn target(&self, ip: ListKind, domain: ListKind) -> (Target, ListOp<'_>) {
         match self {
-            ListAction::Add(m) => ListOp::Add {
-                entries: &m.entries,
-                no_wait: m.no_wait,
-            },
-            ListAction::Remove(m) => ListOp::Remove {
-                entries: &m.entries,
-                no_wait: m.no_wait,
-            },
-            ListAction::List => ListOp::List,
-            ListAction::Check { queries } => ListOp::Check { queries },
+            ListAction::Add(m) => (
+                Target::IpOrDomain { ip, domain },
+                ListOp::Add {
+                    entries: &m.entries,
+                    no_wait: m.no_wait,
+                },
+            ),
+            ListAction::Remove(m) => (
+                Target::IpOrDomain { ip, domain },
+                ListOp::Remove {
+                    entries: &m.entries,
+                    no_wait: m.no_wait,
+                },
+            ),
+            ListAction::List { domains: false } => (Target::One(ip), ListOp::List),
+            ListAction::List { domains: true } => (Target::One(domain), ListOp::List),
+            ListAction::Check { queries } => {
+                (Target::IpOrDomain { ip, domain }, ListOp::Check { queries })
+            }
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct ModifyArgs {
-    /// IPv4/IPv6 addresses or CIDR prefixes, e.g. 203.0.113.7 or 2001:db8::/48.
-    #[arg(required = true, value_name = "ADDR|CIDR")]
+    /// IPv4/IPv6 addresses or CIDR prefixes (e.g. 203.0.113.7, 2001:db8::/48), or domain names
+    /// (e.g. example.com, which also covers every subdomain; no wildcards).
+    #[arg(required = true, value_name = "ADDR|CIDR|DOMAIN")]
     pub entries: Vec<String>,
 
     /// Return once the controller stored the change, without waiting for the dataplane to
@@ -280,6 +358,102 @@ pub struct AsnArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum Ja3Action {
+    /// Add JA3 hashes (all or nothing).
+    Add(Ja3Args),
+    /// Remove JA3 hashes (all or nothing).
+    #[command(visible_alias = "rm")]
+    Remove(Ja3Args),
+    /// Show every JA3 hash of the list (lower case).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Tell whether each JA3 hash is on the list (exit 1 if one is not).
+    Check {
+        /// JA3 hashes: 32 hexadecimal digits, any case, e.g. e7d705a3286e19ea42f587b344ee6865.
+        #[arg(required = true, value_name = "HASH")]
+        queries: Vec<String>,
+    },
+}
+
+impl Ja3Action {
+    /// The action as a [`ListOp`].
+    pub fn op(&self) -> ListOp<'_> {
+        match self {
+            Ja3Action::Add(m) => ListOp::Add {
+                entries: &m.entries,
+                no_wait: m.no_wait,
+            },
+            Ja3Action::Remove(m) => ListOp::Remove {
+                entries: &m.entries,
+                no_wait: m.no_wait,
+            },
+            Ja3Action::List => ListOp::List,
+            Ja3Action::Check { queries } => ListOp::Check { queries },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Ja3Args {
+    /// JA3 hashes: 32 hexadecimal digits, any case, e.g. e7d705a3286e19ea42f587b344ee6865.
+    #[arg(required = true, value_name = "HASH")]
+    pub entries: Vec<String>,
+
+    /// Return once the controller stored the change, without waiting for the dataplane to
+    /// acknowledge it.
+    #[arg(long, env = "MEDS_NO_WAIT")]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Ja4Action {
+    /// Add JA4 fingerprints (all or nothing).
+    Add(Ja4Args),
+    /// Remove JA4 fingerprints (all or nothing).
+    #[command(visible_alias = "rm")]
+    Remove(Ja4Args),
+    /// Show every JA4 fingerprint of the list (lower case).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Tell whether each JA4 fingerprint is on the list (exit 1 if one is not).
+    Check {
+        /// JA4 fingerprints a_b_c, any case, e.g. t13d1516h2_8daaf6152771_02713d6af862.
+        #[arg(required = true, value_name = "FP")]
+        queries: Vec<String>,
+    },
+}
+
+impl Ja4Action {
+    /// The action as a [`ListOp`].
+    pub fn op(&self) -> ListOp<'_> {
+        match self {
+            Ja4Action::Add(m) => ListOp::Add {
+                entries: &m.entries,
+                no_wait: m.no_wait,
+            },
+            Ja4Action::Remove(m) => ListOp::Remove {
+                entries: &m.entries,
+                no_wait: m.no_wait,
+            },
+            Ja4Action::List => ListOp::List,
+            Ja4Action::Check { queries } => ListOp::Check { queries },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Ja4Args {
+    /// JA4 fingerprints a_b_c, any case, e.g. t13d1516h2_8daaf6152771_02713d6af862.
+    #[arg(required = true, value_name = "FP")]
+    pub entries: Vec<String>,
+
+    /// Return once the controller stored the change, without waiting for the dataplane to
+    /// acknowledge it.
+    #[arg(long, env = "MEDS_NO_WAIT")]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum FeedsAction {
     /// Show every feed: its list, state, size, last success and error, next update.
     #[command(visible_alias = "ls")]
@@ -336,18 +510,70 @@ mod tests {
         let cases = [
             (&["whitelist", "list"][..], ListKind::IpAllow),
             (&["allowlist", "ls"][..], ListKind::IpAllow),
+            (
+                &["whitelist", "list", "--domains"][..],
+                ListKind::DomainAllow,
+            ),
+            (&["allowlist", "ls", "--domains"][..], ListKind::DomainAllow),
             (&["blacklist", "list"][..], ListKind::IpBlock),
             (&["blocklist", "list"][..], ListKind::IpBlock),
+            (
+                &["blacklist", "list", "--domains"][..],
+                ListKind::DomainBlock,
+            ),
+            (
+                &["--json", "blocklist", "ls", "--domains"][..],
+                ListKind::DomainBlock,
+            ),
             (&["countries", "list"][..], ListKind::CountryBlock),
             (&["countries", "ls"][..], ListKind::CountryBlock),
             (&["asns", "list"][..], ListKind::AsnBlock),
             (&["asns", "ls"][..], ListKind::AsnBlock),
+            (&["ja3", "list"][..], ListKind::Ja3Block),
+            (&["ja3", "ls"][..], ListKind::Ja3Block),
+            (&["ja4", "list"][..], ListKind::Ja4Block),
+            (&["ja4", "ls"][..], ListKind::Ja4Block),
         ];
         for (args, want) in cases {
             let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-            let (kind, op) = cli.command.list_op().expect("list command");
-            assert_eq!(kind, want, "{args:?}");
+            let (target, op) = cli.command.list_op().expect("list command");
+            assert_eq!(target, Target::One(want), "{args:?}");
             assert_eq!(op, ListOp::List, "{args:?}");
+        }
+        // Arguments of whitelist/blacklist go to the IP or the domain list by their form.
+        let split = [
+            (
+                &["whitelist", "add", "x"][..],
+                ListKind::IpAllow,
+                ListKind::DomainAllow,
+            ),
+            (
+                &["allowlist", "check", "x"][..],
+                ListKind::IpAllow,
+                ListKind::DomainAllow,
+            ),
+            (
+                &["blacklist", "rm", "x"][..],
+                ListKind::IpBlock,
+                ListKind::DomainBlock,
+            ),
+            (
+                &["blocklist", "check", "x"][..],
+                ListKind::IpBlock,
+                ListKind::DomainBlock,
+            ),
+        ];
+        for (args, ip, domain) in split {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let (target, _) = cli.command.list_op().expect("list command");
+            assert_eq!(target, Target::IpOrDomain { ip, domain }, "{args:?}");
+        }
+        for args in [&["ja3", "add", "x"][..], &["ja4", "check", "x"]] {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(
+                matches!(cli.command.list_op(), Some((Target::One(_), _))),
+                "{args:?}"
+            );
         }
         for args in [
             &["status"][..],
@@ -361,7 +587,7 @@ mod tests {
     #[test]
     fn every_list_has_the_same_actions() {
         let entries = ["x".to_string(), "y".to_string()];
-        for list in ["whitelist", "blacklist", "countries", "asns"] {
+        for list in ["whitelist", "blacklist", "countries", "asns", "ja3", "ja4"] {
             let cases: [(&[&str], ListOp<'_>); 5] = [
                 (
                     &["add", "x", "y"],
@@ -418,7 +644,13 @@ mod tests {
         assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
         assert_eq!(cli.time_limit(), std::time::Duration::from_secs(10));
         match cli.command.list_op() {
-            Some((ListKind::IpBlock, ListOp::Add { entries, no_wait })) => {
+            Some((
+                Target::IpOrDomain {
+                    ip: ListKind::IpBlock,
+                    domain: ListKind::DomainBlock,
+                },
+                ListOp::Add { entries, no_wait },
+            )) => {
                 assert!(no_wait);
                 assert_eq!(entries, ["203.0.113.7"]);
             }
@@ -467,7 +699,7 @@ mod tests {
 
     #[test]
     fn usage_errors() {
-        let bad: [&[&str]; 19] = [
+        let bad: [&[&str]; 27] = [
             &[],
             &["whitelist"],
             &["whitelist", "add"],
@@ -476,6 +708,15 @@ mod tests {
             &["greylist", "list"],
             &["countries", "add"],
             &["asns", "check"],
+            // --domains only selects what `list` shows.
+            &["blacklist", "add", "--domains", "bad.com"],
+            &["whitelist", "check", "--domains", "bad.com"],
+            &["countries", "list", "--domains"],
+            &["ja3", "list", "--domains"],
+            &["ja3"],
+            &["ja3", "add"],
+            &["ja4", "remove"],
+            &["ja4", "check"],
             &["countries"],
             &["check"],
             &["check", "203.0.113.7", "203.0.113.8"],

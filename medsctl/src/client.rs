@@ -108,7 +108,8 @@ impl AdminClient {
         }
     }
 
-    /// Which stored prefixes of `list` cover `query` (an address or a prefix).
+    /// Which stored entries of `list` match `query`, most specific first: the prefixes covering
+    /// an address or prefix, the domain itself and its parent domains, or the same fingerprint.
     pub async fn check(
         &mut self,
         list: ListKind,

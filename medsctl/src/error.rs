@@ -2,7 +2,8 @@
 //! failure becomes an exit code and a message for the operator.
 //!
 //! Exit codes (documented in `--help` and the README): 0 ok; 1 `check` found nothing for some
-//! argument (not an error, see [`crate::Output`]); 2 usage error (clap); 3 cannot reach the
+//! argument (not an error, see [`crate::Output`]); 2 usage error (clap, or IP addresses and
+//! domain names mixed in one `add`/`remove`, see [`CtlError::Usage`]); 3 cannot reach the
 //! controller / runtime error (also: a `feeds update` attempt failed, see [`crate::Output`]);
 //! 4 invalid argument, refused locally or by the controller.
 
@@ -12,6 +13,11 @@ use std::time::Duration;
 
 use meds_proto::EntryParseError;
 
+use crate::ip_or_domain::NotIpNorDomain;
+
+/// Exit code: the command line is well-formed for clap but asks for something medsctl does not
+/// do (clap's own usage errors exit with the same code).
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the controller could not be reached or failed.
 pub const EXIT_RUNTIME: u8 = 3;
 /// Exit code: an argument was refused (locally, or by the controller with INVALID_ARGUMENT or
@@ -22,10 +28,15 @@ pub const EXIT_INVALID: u8 = 4;
 /// or the offending argument.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    /// One or more arguments are not entries of the list (IP prefixes, country codes, AS
-    /// numbers); nothing was sent.
+    /// One or more arguments are not entries of the list (IP prefixes, domain names, country
+    /// codes, AS numbers, JA3 hashes, JA4 fingerprints); nothing was sent.
     #[error("invalid argument: {}", join_errors(.0))]
-    InvalidEntries(Vec<EntryParseError>),
+    InvalidEntries(Vec<InvalidValue>),
+
+    /// The arguments are valid one by one but cannot go together (IP prefixes and domain names
+    /// in one add/remove, which would not be all or nothing); nothing was sent.
+    #[error("{0}")]
+    Usage(String),
 
     /// Another argument was refused locally; nothing was sent.
     #[error("invalid argument: {0}")]
@@ -68,6 +79,7 @@ impl CtlError {
             CtlError::InvalidEntries(_) | CtlError::InvalidArgument(_) | CtlError::Refused(_) => {
                 EXIT_INVALID
             }
+            CtlError::Usage(_) => EXIT_USAGE,
             CtlError::Connect { .. }
             | CtlError::Transport { .. }
             | CtlError::Rpc { .. }
@@ -114,6 +126,17 @@ impl CtlError {
     }
 }
 
+/// Why one argument is not a value of the list it was given for. Each message names the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    /// Not an entry of a list with one kind of entry.
+    #[error(transparent)]
+    Entry(#[from] EntryParseError),
+    /// Neither an IP address or prefix nor a domain name (`whitelist`/`blacklist`).
+    #[error(transparent)]
+    NotIpNorDomain(#[from] NotIpNorDomain),
+}
+
 /// What an operator most likely has to do about a failed connect.
 pub fn connect_hint(err: &io::Error) -> &'static str {
     match err.kind() {
@@ -128,7 +151,7 @@ pub fn connect_hint(err: &io::Error) -> &'static str {
     }
 }
 
-fn join_errors(errors: &[EntryParseError]) -> String {
+fn join_errors(errors: &[InvalidValue]) -> String {
     errors
         .iter()
         .map(ToString::to_string)
@@ -177,7 +200,11 @@ mod tests {
             .parse::<meds_proto::Cidr>()
             .expect_err("invalid");
         let cases = [
-            (CtlError::InvalidEntries(vec![bad.into()]), EXIT_INVALID),
+            (
+                CtlError::InvalidEntries(vec![EntryParseError::from(bad).into()]),
+                EXIT_INVALID,
+            ),
+            (CtlError::Usage("x".into()), EXIT_USAGE),
             (CtlError::InvalidArgument("x".into()), EXIT_INVALID),
             (
                 CtlError::from_status(tonic::Status::not_found("no feed \"x\""), socket()),
@@ -281,19 +308,33 @@ mod tests {
     #[test]
     fn invalid_entries_name_every_bad_argument() {
         use meds_proto::{Entry, EntryKind};
-        let errs: Vec<EntryParseError> = [
+        let mut errs: Vec<InvalidValue> = [
             (EntryKind::Prefix, "300.1.1.1"),
             (EntryKind::Prefix, "10.0.0.0/33"),
             (EntryKind::Country, "zz"),
             (EntryKind::Asn, "AS0"),
+            (EntryKind::Domain, "*.bad.com"),
+            (EntryKind::Ja3, "e7d705a3286e19ea42f587b344ee637"),
+            (EntryKind::Ja4, "t13d1516h2_8daaf6152771"),
         ]
         .iter()
-        .filter_map(|(kind, s)| Entry::parse_user(*kind, s).err())
+        .filter_map(|(kind, s)| Entry::parse_user(*kind, s).err().map(InvalidValue::from))
         .collect();
-        assert_eq!(errs.len(), 4);
+        let neither = crate::ip_or_domain::IpOrDomain::parse("bad .com").expect_err("neither");
+        errs.push(neither.into());
+        assert_eq!(errs.len(), 8);
         let msg = CtlError::InvalidEntries(errs).to_string();
         assert!(msg.starts_with("invalid argument: "), "{msg}");
-        for needle in ["\"300.1.1.1\"", "\"10.0.0.0/33\"", "\"zz\"", "AS0"] {
+        for needle in [
+            "\"300.1.1.1\"",
+            "\"10.0.0.0/33\"",
+            "\"zz\"",
+            "AS0",
+            "\"*.bad.com\"",
+            "\"e7d705a3286e19ea42f587b344ee637\"",
+            "\"t13d1516h2_8daaf6152771\"",
+            "\"bad .com\": not an IP address or prefix",
+        ] {
             assert!(msg.contains(needle), "{needle}: {msg}");
         }
     }

@@ -1,25 +1,28 @@
 //! medsctl: the operator CLI of Meds, talking to meds-controld's Admin gRPC service over the
 //! admin Unix socket.
 //!
-//! Thin by design: [`cli`] parses, [`run`] validates arguments locally and calls the
-//! controller through [`client`], [`render`] turns the answers into tables or JSON, and
-//! [`error`] maps failures to exit codes. No policy logic lives here: the controller owns the
-//! lists and validates every request again.
+//! Thin by design: [`cli`] parses, [`run`] validates arguments locally (an IP address or a
+//! domain name for `whitelist`/`blacklist`, see [`ip_or_domain`]) and calls the controller
+//! through [`client`], [`render`] turns the answers into tables or JSON, and [`error`] maps
+//! failures to exit codes. No policy logic lives here: the controller owns the lists and
+//! validates every request again.
 
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod ip_or_domain;
 pub mod render;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meds_proto::{Cidr, Entry, ListKind};
+use meds_proto::{Cidr, DomainName, Entry, ListKind};
 use serde_json::Value;
 
-use crate::cli::{Cli, Command, FeedsAction, ListOp};
+use crate::cli::{Cli, Command, FeedsAction, ListOp, Target};
 use crate::client::AdminClient;
 pub use crate::error::CtlError;
-use crate::error::EXIT_RUNTIME;
+use crate::error::{EXIT_RUNTIME, InvalidValue};
+use crate::ip_or_domain::IpOrDomain;
 use crate::render::{Change, CheckResult, FeedChange, Pending};
 
 /// Exit code: success.
@@ -64,21 +67,102 @@ pub async fn run(cli: &Cli) -> Result<Output, CtlError> {
     }
 }
 
-/// Check every argument is an entry of `list` (an IP address or CIDR prefix, a country code,
-/// an AS number), naming each one that is not.
+/// Check every argument is an entry of `list` (an IP address or CIDR prefix, a domain name, a
+/// country code, an AS number, a JA3 hash, a JA4 fingerprint), naming each one that is not.
 pub fn validate_entries(list: ListKind, args: &[String]) -> Result<Vec<Entry>, CtlError> {
     let mut good = Vec::with_capacity(args.len());
     let mut bad = Vec::new();
     for arg in args {
         match Entry::parse_user(list.entry_kind(), arg) {
             Ok(entry) => good.push(entry),
-            Err(e) => bad.push(e),
+            Err(e) => bad.push(InvalidValue::from(e)),
         }
     }
     if bad.is_empty() {
         Ok(good)
     } else {
         Err(CtlError::InvalidEntries(bad))
+    }
+}
+
+/// The list each argument goes to: `list` for [`Target::One`]; for [`Target::IpOrDomain`], the
+/// IP list for an IP address or prefix and the domain list for a domain name. Every argument is
+/// validated; the error names each one that is not valid.
+pub fn route(target: Target, args: &[String]) -> Result<Vec<ListKind>, CtlError> {
+    let (ip, domain) = match target {
+        Target::One(list) => {
+            validate_entries(list, args)?;
+            return Ok(vec![list; args.len()]);
+        }
+        Target::IpOrDomain { ip, domain } => (ip, domain),
+    };
+    let mut lists = Vec::with_capacity(args.len());
+    let mut bad = Vec::new();
+    for arg in args {
+        match IpOrDomain::parse(arg) {
+            Ok(IpOrDomain::Prefix(_)) => lists.push(ip),
+            Ok(IpOrDomain::Domain(_)) => lists.push(domain),
+            Err(e) => bad.push(InvalidValue::from(e)),
+        }
+    }
+    if bad.is_empty() {
+        Ok(lists)
+    } else {
+        Err(CtlError::InvalidEntries(bad))
+    }
+}
+
+/// Most arguments of each kind quoted in the message refusing a mixed add/remove.
+const MIXED_EXAMPLES: usize = 4;
+
+/// The one list an add/remove goes to. The controller applies one request to one list all or
+/// nothing; IP addresses and domain names live in two lists, so a command mixing them is
+/// refused ([`CtlError::Usage`]) rather than split into two requests, which could leave half
+/// of it applied.
+pub fn modify_target(
+    target: Target,
+    change: Change,
+    args: &[String],
+) -> Result<ListKind, CtlError> {
+    let lists = route(target, args)?;
+    let (ip, domain) = match target {
+        Target::One(list) => return Ok(list),
+        Target::IpOrDomain { ip, domain } => (ip, domain),
+    };
+    let mut ips: Vec<&str> = Vec::new();
+    let mut domains: Vec<&str> = Vec::new();
+    for (arg, list) in args.iter().zip(lists) {
+        if list == domain {
+            domains.push(arg.trim());
+        } else {
+            ips.push(arg.trim());
+        }
+    }
+    match (ips.is_empty(), domains.is_empty()) {
+        (_, true) => Ok(ip),
+        (true, false) => Ok(domain),
+        (false, false) => {
+            let verb = match change {
+                Change::Add => "add",
+                Change::Remove => "remove",
+            };
+            let command = |group: &[&str]| {
+                let mut words: Vec<&str> = group.iter().copied().take(MIXED_EXAMPLES).collect();
+                if group.len() > MIXED_EXAMPLES {
+                    words.push("…");
+                }
+                format!("medsctl {} {verb} {}", ip.public_name(), words.join(" "))
+            };
+            Err(CtlError::Usage(format!(
+                "cannot {verb} IP addresses and domain names in one command: they are kept in \
+                 two lists (the {} and the {}) and a command changes one list, all or nothing; \
+                 run two commands: `{}` and `{}`",
+                render::list_title(ip),
+                render::list_title(domain),
+                command(&ips),
+                command(&domains),
+            )))
+        }
     }
 }
 
@@ -90,23 +174,41 @@ pub fn validate_address(arg: &str) -> Result<std::net::IpAddr, CtlError> {
             arg.chars().take(64).collect::<String>()
         )));
     }
-    arg.parse::<Cidr>()
-        .map(|c| c.addr())
-        .map_err(|e| CtlError::InvalidArgument(e.to_string()))
+    arg.parse::<Cidr>().map(|c| c.addr()).map_err(|e| {
+        match DomainName::parse_user(arg) {
+            // A name: say where names are checked instead of only "not an address".
+            Ok(name) => CtlError::InvalidArgument(format!(
+                "{:?} is a domain name: `check` looks up one IP address; use \
+                 `medsctl blacklist check {name}` or `medsctl whitelist check {name}`",
+                name.as_str()
+            )),
+            Err(_) => CtlError::InvalidArgument(e.to_string()),
+        }
+    })
 }
 
 async fn execute(cli: &Cli, limit: Duration) -> Result<Output, CtlError> {
     match &cli.command {
         Command::Whitelist { action } => {
-            list_command(cli, limit, ListKind::IpAllow, action.op()).await
+            let (target, op) = action.target(ListKind::IpAllow, ListKind::DomainAllow);
+            list_command(cli, limit, target, op).await
         }
         Command::Blacklist { action } => {
-            list_command(cli, limit, ListKind::IpBlock, action.op()).await
+            let (target, op) = action.target(ListKind::IpBlock, ListKind::DomainBlock);
+            list_command(cli, limit, target, op).await
         }
         Command::Countries { action } => {
-            list_command(cli, limit, ListKind::CountryBlock, action.op()).await
+            list_command(cli, limit, Target::One(ListKind::CountryBlock), action.op()).await
         }
-        Command::Asns { action } => list_command(cli, limit, ListKind::AsnBlock, action.op()).await,
+        Command::Asns { action } => {
+            list_command(cli, limit, Target::One(ListKind::AsnBlock), action.op()).await
+        }
+        Command::Ja3 { action } => {
+            list_command(cli, limit, Target::One(ListKind::Ja3Block), action.op()).await
+        }
+        Command::Ja4 { action } => {
+            list_command(cli, limit, Target::One(ListKind::Ja4Block), action.op()).await
+        }
         Command::Check { ip } => check_ip(cli, limit, ip).await,
         Command::Feeds { action } => feeds(cli, limit, action).await,
         Command::Status => status(cli, limit).await,
@@ -116,17 +218,23 @@ async fn execute(cli: &Cli, limit: Duration) -> Result<Output, CtlError> {
 async fn list_command(
     cli: &Cli,
     limit: Duration,
-    list: ListKind,
+    target: Target,
     op: ListOp<'_>,
 ) -> Result<Output, CtlError> {
     match op {
         ListOp::Add { entries, no_wait } => {
+            let list = modify_target(target, Change::Add, entries)?;
             modify(cli, limit, Change::Add, list, entries, no_wait).await
         }
         ListOp::Remove { entries, no_wait } => {
+            let list = modify_target(target, Change::Remove, entries)?;
             modify(cli, limit, Change::Remove, list, entries, no_wait).await
         }
         ListOp::List => {
+            // `list --domains` already chose the domain list; the IP list is the default.
+            let list = match target {
+                Target::One(list) | Target::IpOrDomain { ip: list, .. } => list,
+            };
             let mut client = AdminClient::connect(&cli.socket, limit).await?;
             let entries = client.list(list).await?;
             Ok(Output::ok(if cli.json {
@@ -136,10 +244,12 @@ async fn list_command(
             }))
         }
         ListOp::Check { queries } => {
-            validate_entries(list, queries)?;
+            // Read-only, so IP addresses and domain names may be mixed: each query is asked of
+            // its own list.
+            let lists = route(target, queries)?;
             let mut client = AdminClient::connect(&cli.socket, limit).await?;
             let mut results = Vec::with_capacity(queries.len());
-            for query in queries {
+            for (query, list) in queries.iter().zip(lists) {
                 let answer = client.check(list, query.clone()).await?;
                 results.push(CheckResult {
                     query: query.clone(),
@@ -245,6 +355,7 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Send a validated add/remove of `entries` to `list`.
 async fn modify(
     cli: &Cli,
     limit: Duration,
@@ -253,7 +364,6 @@ async fn modify(
     entries: &[String],
     no_wait: bool,
 ) -> Result<Output, CtlError> {
-    validate_entries(list, entries)?;
     let wait = !no_wait;
     let mut client = AdminClient::connect(&cli.socket, limit).await?;
     let response = match change {
@@ -292,7 +402,9 @@ fn json_text(value: &Value) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)] // Tests panic on purpose.
 mod tests {
     use super::*;
-    use meds_proto::{AsnError, CidrError, CountryError, EntryParseError};
+    use crate::ip_or_domain::NotIpNorDomain;
+    use meds_proto::FingerprintError;
+    use meds_proto::{AsnError, CidrError, CountryError, DomainError, EntryParseError};
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -338,6 +450,36 @@ mod tests {
         )
         .expect("all valid");
         assert_eq!(shown(&ok), ["64496", "64497", "1", "4294967294"]);
+        let ok = validate_entries(
+            ListKind::DomainBlock,
+            &args(&["bad.com", "Bad.COM.", "bücher.example", " zip "]),
+        )
+        .expect("all valid");
+        assert_eq!(
+            shown(&ok),
+            ["bad.com", "bad.com", "xn--bcher-kva.example", "zip"]
+        );
+        let ok = validate_entries(
+            ListKind::Ja3Block,
+            &args(&[
+                "E7D705A3286E19EA42F587B344EE6865",
+                "0cc1e84568e471aa1d62ba4ee3b8b6f8",
+            ]),
+        )
+        .expect("all valid");
+        assert_eq!(
+            shown(&ok),
+            [
+                "e7d705a3286e19ea42f587b344ee6865",
+                "0cc1e84568e471aa1d62ba4ee3b8b6f8"
+            ]
+        );
+        let ok = validate_entries(
+            ListKind::Ja4Block,
+            &args(&["T13D1516H2_8DAAF6152771_02713D6AF862"]),
+        )
+        .expect("all valid");
+        assert_eq!(shown(&ok), ["t13d1516h2_8daaf6152771_02713d6af862"]);
         assert_eq!(
             validate_entries(ListKind::IpAllow, &[]).expect("nothing to refuse"),
             Vec::<Entry>::new()
@@ -347,7 +489,7 @@ mod tests {
     #[test]
     fn invalid_entries_are_all_reported() {
         type Check = fn(&EntryParseError) -> bool;
-        let cases: [(ListKind, &[&str], &[Check]); 9] = [
+        let cases: [(ListKind, &[&str], &[Check]); 13] = [
             (
                 ListKind::IpBlock,
                 &["300.1.1.1"],
@@ -413,18 +555,237 @@ mod tests {
                 &["4294967296"],
                 &[|e| matches!(e, EntryParseError::Asn(AsnError::Invalid(_)))],
             ),
+            (
+                ListKind::DomainAllow,
+                &["good.com", "*.x.com", "bad .com", "300.1.1.1"],
+                &[
+                    |e| matches!(e, EntryParseError::Domain(DomainError::Wildcard { .. })),
+                    |e| {
+                        matches!(
+                            e,
+                            EntryParseError::Domain(DomainError::InvalidChar { ch: ' ', .. })
+                        )
+                    },
+                    |e| matches!(e, EntryParseError::Domain(DomainError::NumericTld { .. })),
+                ],
+            ),
+            (
+                ListKind::DomainBlock,
+                &[""],
+                &[|e| matches!(e, EntryParseError::Domain(DomainError::Empty))],
+            ),
+            (
+                ListKind::Ja3Block,
+                &[
+                    "e7d705a3286e19ea42f587b344ee686",
+                    "e7d705a3286e19ea42f587b344ee6865",
+                    "g7d705a3286e19ea42f587b344ee6865",
+                ],
+                &[
+                    |e| matches!(e, EntryParseError::Fingerprint(FingerprintError::Ja3(_))),
+                    |e| matches!(e, EntryParseError::Fingerprint(FingerprintError::Ja3(_))),
+                ],
+            ),
+            (
+                ListKind::Ja4Block,
+                &[
+                    "t13d1516h2_8daaf6152771_02713d6af862",
+                    "x13d1516h2_8daaf6152771_02713d6af862",
+                    "e7d705a3286e19ea42f587b344ee6865",
+                ],
+                &[
+                    |e| {
+                        matches!(
+                            e,
+                            EntryParseError::Fingerprint(FingerprintError::Ja4 {
+                                why: "protocol must be 't', 'q' or 'd'",
+                                ..
+                            })
+                        )
+                    },
+                    |e| {
+                        matches!(
+                            e,
+                            EntryParseError::Fingerprint(FingerprintError::Ja4 {
+                                why: "not 36 characters long",
+                                ..
+                            })
+                        )
+                    },
+                ],
+            ),
         ];
         for (list, input, checks) in cases {
             match validate_entries(list, &args(input)) {
                 Err(CtlError::InvalidEntries(errors)) => {
                     assert_eq!(errors.len(), checks.len(), "{input:?}: {errors:?}");
                     for (err, check) in errors.iter().zip(checks) {
-                        assert!(check(err), "{input:?}: {err:?}");
+                        match err {
+                            InvalidValue::Entry(e) => assert!(check(e), "{input:?}: {e:?}"),
+                            other => panic!("{input:?}: {other:?}"),
+                        }
                     }
                 }
                 other => panic!("{list} {input:?}: expected InvalidEntries, got {other:?}"),
             }
         }
+    }
+
+    const IP_OR_DOMAIN: Target = Target::IpOrDomain {
+        ip: ListKind::IpBlock,
+        domain: ListKind::DomainBlock,
+    };
+
+    #[test]
+    fn whitelist_and_blacklist_arguments_go_to_the_list_of_their_form() {
+        use ListKind::{DomainBlock, IpBlock};
+        let cases = [
+            ("203.0.113.7", IpBlock),
+            ("2001:db8::/32", IpBlock),
+            ("bad.com", DomainBlock),
+            ("Bad.COM.", DomainBlock),
+            ("bücher.example", DomainBlock),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(
+                route(IP_OR_DOMAIN, &args(&[arg])).expect(arg),
+                [want],
+                "{arg:?}"
+            );
+        }
+        let all: Vec<&str> = cases.iter().map(|(a, _)| *a).collect();
+        let want: Vec<ListKind> = cases.iter().map(|(_, l)| *l).collect();
+        assert_eq!(route(IP_OR_DOMAIN, &args(&all)).unwrap(), want);
+        // A list with one kind of entry: every argument goes there, validated as such.
+        assert_eq!(
+            route(
+                Target::One(ListKind::Ja3Block),
+                &args(&["e7d705a3286e19ea42f587b344ee6865"])
+            )
+            .unwrap(),
+            [ListKind::Ja3Block]
+        );
+        assert!(matches!(
+            route(Target::One(ListKind::IpBlock), &args(&["bad.com"])),
+            Err(CtlError::InvalidEntries(_))
+        ));
+    }
+
+    #[test]
+    fn arguments_that_are_neither_are_all_named_with_both_reasons() {
+        let input = [
+            "203.0.113.7",
+            "*.x.com",
+            "bad .com",
+            "bad.com",
+            "300.1.1.1",
+            "1.2.3",
+            " ",
+        ];
+        let Err(CtlError::InvalidEntries(errors)) = route(IP_OR_DOMAIN, &args(&input)) else {
+            panic!("refused");
+        };
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 5, "{shown:?}");
+        for (msg, value) in shown
+            .iter()
+            .zip(["*.x.com", "bad .com", "300.1.1.1", "1.2.3"])
+        {
+            assert!(
+                msg.starts_with(&format!("{value:?}: not an IP address or prefix (")),
+                "{msg}"
+            );
+            assert!(msg.contains("), not a domain name ("), "{msg}");
+        }
+        assert!(
+            shown[2].ends_with(
+                "not a domain name (\"300.1.1.1\": top-level label \"1\" is all digits \
+                 (an IP address is not a domain))"
+            ),
+            "{}",
+            shown[2]
+        );
+        assert!(matches!(
+            errors[4],
+            InvalidValue::NotIpNorDomain(NotIpNorDomain::Empty)
+        ));
+    }
+
+    #[test]
+    fn an_add_or_remove_goes_to_one_list() {
+        let cases = [
+            (&["203.0.113.7", "2001:db8::/32"][..], ListKind::IpBlock),
+            (
+                &["bad.com", "Bad.COM.", "bücher.example"][..],
+                ListKind::DomainBlock,
+            ),
+        ];
+        for (input, want) in cases {
+            for change in [Change::Add, Change::Remove] {
+                assert_eq!(
+                    modify_target(IP_OR_DOMAIN, change, &args(input)).expect("one list"),
+                    want,
+                    "{input:?}"
+                );
+            }
+        }
+        assert_eq!(
+            modify_target(
+                Target::One(ListKind::Ja4Block),
+                Change::Add,
+                &args(&["t13d1516h2_8daaf6152771_02713d6af862"])
+            )
+            .unwrap(),
+            ListKind::Ja4Block
+        );
+    }
+
+    #[test]
+    fn mixing_ips_and_domains_in_an_add_or_remove_is_a_usage_error() {
+        let err = modify_target(
+            IP_OR_DOMAIN,
+            Change::Add,
+            &args(&["203.0.113.7", "bad.com", " 2001:db8::/32 ", "Evil.example."]),
+        )
+        .expect_err("mixed");
+        assert_eq!(err.exit_code(), error::EXIT_USAGE);
+        assert_eq!(
+            err.to_string(),
+            "cannot add IP addresses and domain names in one command: they are kept in two \
+             lists (the blacklist and the domain blacklist) and a command changes one list, all \
+             or nothing; run two commands: `medsctl blacklist add 203.0.113.7 2001:db8::/32` and \
+             `medsctl blacklist add bad.com Evil.example.`"
+        );
+        let whitelist = Target::IpOrDomain {
+            ip: ListKind::IpAllow,
+            domain: ListKind::DomainAllow,
+        };
+        let many: Vec<String> = (1..=6)
+            .map(|i| format!("d{i}.example"))
+            .chain(["10.0.0.1".to_string()])
+            .collect();
+        let msg = modify_target(whitelist, Change::Remove, &many)
+            .expect_err("mixed")
+            .to_string();
+        assert!(
+            msg.starts_with("cannot remove IP addresses and domain names"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with(
+                "`medsctl whitelist remove 10.0.0.1` and \
+                 `medsctl whitelist remove d1.example d2.example d3.example d4.example …`"
+            ),
+            "{msg}"
+        );
+        // An invalid argument is reported as such (exit 4) before any mixing is looked at.
+        let err = modify_target(
+            IP_OR_DOMAIN,
+            Change::Add,
+            &args(&["203.0.113.7", "bad.com", "*.x"]),
+        )
+        .expect_err("invalid");
+        assert_eq!(err.exit_code(), error::EXIT_INVALID, "{err}");
     }
 
     #[test]
@@ -441,6 +802,12 @@ mod tests {
             ("300.1.1.1", "\"300.1.1.1\""),
             ("::ffff:192.0.2.1", "IPv4-mapped"),
             ("", "empty value"),
+            ("1.2.3", "\"1.2.3\" is not a valid IPv4 or IPv6 address"),
+            (
+                "Host.Example.",
+                "\"host.example\" is a domain name: `check` looks up one IP address; use \
+                 `medsctl blacklist check host.example` or `medsctl whitelist check host.example`",
+            ),
         ] {
             let err = validate_address(arg).unwrap_err();
             assert_eq!(err.exit_code(), error::EXIT_INVALID);
@@ -453,10 +820,30 @@ mod tests {
         use clap::Parser;
         // The socket does not exist: reaching it would be exit 3, refusing first is exit 4.
         let socket = "/nonexistent/medsctl-unit/admin.sock";
-        let cases: [(&[&str], &str); 9] = [
+        let cases: [(&[&str], &str); 17] = [
             (
                 &["blacklist", "add", "203.0.113.7", "203.0.113.7/40"],
                 "\"203.0.113.7/40\"",
+            ),
+            (
+                &["blacklist", "add", "bad.com", "*.bad.com"],
+                "wildcards are not supported",
+            ),
+            (&["whitelist", "add", "300.1.1.1"], "all digits"),
+            (&["whitelist", "check", "bad .com"], "character ' '"),
+            (
+                &["blacklist", "rm", "1.2.3"],
+                "\"1.2.3\": not an IP address",
+            ),
+            (
+                &["ja3", "add", "e7d705a3286e19ea42f587b344ee686"],
+                "not a JA3 hash",
+            ),
+            (&["ja3", "check", "bad.com"], "not a JA3 hash"),
+            (&["ja4", "remove", "t13d1516h2_8daaf6152771"], "not a JA4"),
+            (
+                &["ja4", "check", "e7d705a3286e19ea42f587b344ee6865"],
+                "not a JA4",
             ),
             (
                 &["whitelist", "remove", "203.0.113.7/40"],
@@ -484,10 +871,30 @@ mod tests {
             assert_eq!(err.exit_code(), error::EXIT_INVALID, "{command:?}: {err}");
             assert!(err.to_string().contains(needle), "{command:?}: {err}");
         }
+        // Valid values that cannot go in one request: a usage error, still before connecting.
+        for command in [
+            &["blacklist", "add", "203.0.113.7", "bad.com"][..],
+            &["whitelist", "remove", "good.example", "2001:db8::/32"],
+        ] {
+            let cli = Cli::try_parse_from(
+                ["medsctl", "--socket", socket]
+                    .into_iter()
+                    .chain(command.iter().copied()),
+            )
+            .expect("parses");
+            let err = run(&cli).await.expect_err("refused");
+            assert_eq!(err.exit_code(), error::EXIT_USAGE, "{command:?}: {err}");
+        }
         for command in [
             &["status"][..],
             &["feeds", "list"],
             &["check", "203.0.113.7"],
+            // Valid: these do try to connect.
+            &["blacklist", "add", "bad.com"],
+            &["whitelist", "check", "203.0.113.7", "good.example"],
+            &["blacklist", "list", "--domains"],
+            &["ja3", "add", "e7d705a3286e19ea42f587b344ee6865"],
+            &["ja4", "check", "t13d1516h2_8daaf6152771_02713d6af862"],
         ] {
             let cli = Cli::try_parse_from(
                 ["medsctl", "--socket", socket]

@@ -85,7 +85,8 @@ impl Pending {
     }
 }
 
-/// Table for `list`: one row per entry; prefixes with their address family.
+/// Table for `list`: one row per entry, under a header naming what the list holds; prefixes
+/// with their address family.
 pub fn list_table(list: ListKind, entries: &[String]) -> String {
     if entries.is_empty() {
         return format!("the {} is empty", list_title(list));
@@ -102,7 +103,10 @@ pub fn list_table(list: ListKind, entries: &[String]) -> String {
             builder.push_record([match kind {
                 EntryKind::Country => "COUNTRY",
                 EntryKind::Asn => "ASN",
-                _ => "ENTRY",
+                EntryKind::Domain => "DOMAIN",
+                EntryKind::Ja3 => "JA3",
+                EntryKind::Ja4 => "JA4",
+                EntryKind::Prefix | EntryKind::IpAsn => "ENTRY",
             }]);
             for entry in entries {
                 builder.push_record([entry.as_str()]);
@@ -112,7 +116,8 @@ pub fn list_table(list: ListKind, entries: &[String]) -> String {
     grid(builder)
 }
 
-/// `{"list":"whitelist","entries":[...]}`.
+/// `{"list":"whitelist","entries":[...]}`; `"list"` is [`list_name`] (`domain_blacklist`,
+/// `ja3`, …).
 pub fn list_json(list: ListKind, entries: &[String]) -> Value {
     json!({ "list": list_name(list), "entries": entries })
 }
@@ -714,6 +719,95 @@ mod tests {
         );
     }
 
+    const JA3_A: &str = "0cc1e84568e471aa1d62ba4ee3b8b6f8";
+    const JA3_B: &str = "e7d705a3286e19ea42f587b344ee6865";
+    const JA4_A: &str = "t13d1516h2_8daaf6152771_02713d6af862";
+    const JA4_B: &str = "t13d1517h2_8daaf6152771_b1ff8ab2d16f";
+
+    #[test]
+    fn domain_and_fingerprint_tables() {
+        let domains = entries_of(&["bad.com", "tracker.example", "xn--bcher-kva.example"]);
+        let want = [
+            " DOMAIN",
+            "-----------------------",
+            " bad.com",
+            " tracker.example",
+            " xn--bcher-kva.example",
+        ];
+        for list in [ListKind::DomainAllow, ListKind::DomainBlock] {
+            assert_eq!(list_table(list, &domains), want.join("\n"), "{list}");
+        }
+        let want = [
+            " JA3",
+            "----------------------------------",
+            " 0cc1e84568e471aa1d62ba4ee3b8b6f8",
+            " e7d705a3286e19ea42f587b344ee6865",
+        ];
+        assert_eq!(
+            list_table(ListKind::Ja3Block, &entries_of(&[JA3_A, JA3_B])),
+            want.join("\n")
+        );
+        let want = [
+            " JA4",
+            "--------------------------------------",
+            " t13d1516h2_8daaf6152771_02713d6af862",
+            " t13d1517h2_8daaf6152771_b1ff8ab2d16f",
+        ];
+        assert_eq!(
+            list_table(ListKind::Ja4Block, &entries_of(&[JA4_A, JA4_B])),
+            want.join("\n")
+        );
+        let empty = [
+            (ListKind::DomainAllow, "the domain whitelist is empty"),
+            (ListKind::DomainBlock, "the domain blacklist is empty"),
+            (ListKind::Ja3Block, "the JA3 blocklist is empty"),
+            (ListKind::Ja4Block, "the JA4 blocklist is empty"),
+            (
+                ListKind::FeedStevenBlack,
+                "the StevenBlack hosts feed is empty",
+            ),
+            (
+                ListKind::FeedSslblJa3,
+                "the abuse.ch SSLBL JA3 feed is empty",
+            ),
+        ];
+        for (list, want) in empty {
+            assert_eq!(list_table(list, &[]), want, "{list}");
+        }
+    }
+
+    #[test]
+    fn domain_and_fingerprint_json() {
+        let cases = [
+            (
+                ListKind::DomainAllow,
+                &["good.example"][..],
+                "domain_whitelist",
+            ),
+            (
+                ListKind::DomainBlock,
+                &["bad.com", "xn--bcher-kva.example"][..],
+                "domain_blacklist",
+            ),
+            (ListKind::Ja3Block, &[JA3_A, JA3_B][..], "ja3"),
+            (ListKind::Ja4Block, &[JA4_A][..], "ja4"),
+            (
+                ListKind::FeedStevenBlack,
+                &["ads.example"][..],
+                "stevenblack",
+            ),
+            (ListKind::FeedSomeoneWhoCares, &[][..], "someonewhocares"),
+            (ListKind::FeedSslblJa3, &[JA3_B][..], "sslbl_ja3"),
+        ];
+        for (list, entries, name) in cases {
+            assert_eq!(
+                list_json(list, &entries_of(entries)),
+                json!({"list": name, "entries": entries}),
+                "{list}"
+            );
+        }
+    }
+
     #[test]
     fn list_table_edges() {
         assert_eq!(list_table(ListKind::IpAllow, &[]), "the whitelist is empty");
@@ -823,6 +917,44 @@ mod tests {
         );
     }
 
+    #[test]
+    fn check_of_domains_and_fingerprints() {
+        // Domains match through their parents, most specific first; fingerprints exactly.
+        let results = vec![
+            CheckResult {
+                query: "WWW.Ads.Bad.com.".into(),
+                found: true,
+                matches: entries_of(&["ads.bad.com", "bad.com"]),
+            },
+            CheckResult {
+                query: "badge.com".into(),
+                found: false,
+                matches: vec![],
+            },
+            CheckResult {
+                query: JA4_A.to_uppercase(),
+                found: true,
+                matches: entries_of(&[JA4_A]),
+            },
+        ];
+        let want = [
+            " QUERY                                | FOUND | MATCHES",
+            "--------------------------------------+-------+--------------------------------------",
+            " WWW.Ads.Bad.com.                     | yes   | ads.bad.com, bad.com",
+            " badge.com                            | no    | -",
+            " T13D1516H2_8DAAF6152771_02713D6AF862 | yes   | t13d1516h2_8daaf6152771_02713d6af862",
+        ];
+        assert_eq!(check_table(&results), want.join("\n"));
+        assert_eq!(
+            check_json(&results),
+            json!({"results": [
+                {"query": "WWW.Ads.Bad.com.", "found": true, "matches": ["ads.bad.com", "bad.com"]},
+                {"query": "badge.com", "found": false, "matches": []},
+                {"query": "T13D1516H2_8DAAF6152771_02713D6AF862", "found": true, "matches": [JA4_A]},
+            ]})
+        );
+    }
+
     fn modified(changed: u32, generation: u64, applied: bool) -> pb::ModifyEntriesResponse {
         pb::ModifyEntriesResponse {
             changed,
@@ -907,6 +1039,38 @@ mod tests {
                 false,
                 "no change: the ASN blocklist had none of 1 entry (generation 6, not waiting for the dataplane)",
             ),
+            (
+                Change::Add,
+                ListKind::DomainBlock,
+                2,
+                modified(2, 7, true),
+                true,
+                "added 2 entries to the domain blacklist (generation 7, applied by the dataplane)",
+            ),
+            (
+                Change::Remove,
+                ListKind::DomainAllow,
+                1,
+                modified(1, 8, false),
+                true,
+                "removed 1 entry from the domain whitelist (generation 8, not yet applied)",
+            ),
+            (
+                Change::Add,
+                ListKind::Ja3Block,
+                1,
+                modified(0, 8, true),
+                true,
+                "no change: the JA3 blocklist already had 1 entry (generation 8, applied by the dataplane)",
+            ),
+            (
+                Change::Add,
+                ListKind::Ja4Block,
+                3,
+                modified(2, 9, false),
+                false,
+                "added 2 of 3 entries to the JA4 blocklist (generation 9, not waiting for the dataplane)",
+            ),
         ];
         for (change, list, requested, response, waited, want) in cases {
             assert_eq!(
@@ -986,6 +1150,10 @@ mod tests {
                 size(pb::ListKind::IpBlock, 1500),
                 size(pb::ListKind::CountryBlock, 3),
                 size(pb::ListKind::IpAsn, 600_000),
+                size(pb::ListKind::DomainBlock, 12),
+                size(pb::ListKind::FeedStevenblack, 85_000),
+                size(pb::ListKind::FeedSslblJa3, 120),
+                size(pb::ListKind::Ja4Block, 1),
                 // A list this medsctl does not know is ignored.
                 pb::ListSize {
                     list: 99,
@@ -1026,6 +1194,13 @@ countries entries         3
 asns entries              0
 spamhaus_asndrop entries  0
 iplocate entries          600000
+domain_whitelist entries  0
+domain_blacklist entries  12
+stevenblack entries       85000
+someonewhocares entries   0
+sslbl_ja3 entries         120
+ja3 entries               0
+ja4 entries               1
 packets processed         123456
 updates rejected          1
 verdict errors            0
@@ -1070,6 +1245,13 @@ countries entries         0
 asns entries              0
 spamhaus_asndrop entries  0
 iplocate entries          0
+domain_whitelist entries  0
+domain_blacklist entries  0
+stevenblack entries       0
+someonewhocares entries   0
+sslbl_ja3 entries         0
+ja3 entries               0
+ja4 entries               0
 dataplane stats           none reported";
         assert_eq!(status_text(&status), want);
     }
@@ -1102,6 +1284,13 @@ dataplane stats           none reported";
                     "asns": 0,
                     "spamhaus_asndrop": 0,
                     "iplocate": 600_000,
+                    "domain_whitelist": 0,
+                    "domain_blacklist": 12,
+                    "stevenblack": 85_000,
+                    "someonewhocares": 0,
+                    "sslbl_ja3": 120,
+                    "ja3": 0,
+                    "ja4": 1,
                 },
                 "controller_uptime_seconds": 93_784,
                 "dataplane_stats": {
@@ -1135,6 +1324,13 @@ dataplane stats           none reported";
                     "asns": 0,
                     "spamhaus_asndrop": 0,
                     "iplocate": 0,
+                    "domain_whitelist": 0,
+                    "domain_blacklist": 0,
+                    "stevenblack": 0,
+                    "someonewhocares": 0,
+                    "sslbl_ja3": 0,
+                    "ja3": 0,
+                    "ja4": 0,
                 },
                 "controller_uptime_seconds": 0,
                 "dataplane_stats": null,
@@ -1301,6 +1497,42 @@ dataplane stats           none reported";
         ];
         assert_eq!(feeds_table(&feeds(), NOW), want.join("\n"));
         assert_eq!(feeds_table(&[], NOW), "no feeds");
+    }
+
+    #[test]
+    fn domain_and_fingerprint_feeds_are_shown_like_the_others() {
+        let feed = |name: &str, entries: u64| pb::FeedStatus {
+            name: name.into(),
+            list: name.into(),
+            enabled: true,
+            url: format!("https://feeds.example.invalid/{name}"),
+            entries,
+            last_success_unix: NOW - 600,
+            last_attempt_unix: NOW - 600,
+            next_update_unix: NOW + 3000,
+            ..Default::default()
+        };
+        let feeds = [
+            feed("stevenblack", 85_000),
+            feed("someonewhocares", 14_000),
+            feed("sslbl_ja3", 120),
+        ];
+        let want = [
+            " NAME            | LIST            | ENABLED | ENTRIES | LAST SUCCESS | LAST ERROR | NEXT UPDATE",
+            "-----------------+-----------------+---------+---------+--------------+------------+-------------",
+            " stevenblack     | stevenblack     | yes     |   85000 | 10m 0s ago   | -          | in 50m 0s",
+            " someonewhocares | someonewhocares | yes     |   14000 | 10m 0s ago   | -          | in 50m 0s",
+            " sslbl_ja3       | sslbl_ja3       | yes     |     120 | 10m 0s ago   | -          | in 50m 0s",
+        ];
+        assert_eq!(feeds_table(&feeds, NOW), want.join("\n"));
+        let v = feeds_json(&feeds);
+        assert_eq!(v["feeds"][2]["name"], "sslbl_ja3");
+        assert_eq!(v["feeds"][2]["list"], "sslbl_ja3");
+        assert_eq!(v["feeds"][2]["entries"], 120);
+        // Each feed's list is a list medsctl knows by that name.
+        for f in &feeds {
+            assert!(ListKind::from_public_name(&f.list).is_some_and(ListKind::is_feed));
+        }
     }
 
     #[test]

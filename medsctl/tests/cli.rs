@@ -1,5 +1,9 @@
 //! The real `medsctl` binary against an in-test Admin server (a fake, in-memory controller) on
 //! a temporary Unix socket: output in table and JSON modes, and every exit code.
+//!
+//! The fake follows the Admin service's documented contract (meds.proto): entries parsed with
+//! `Entry::parse_user`, CheckEntry answering with the covering prefixes or the parent domains,
+//! most specific first, and fingerprints exactly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests panic on purpose.
 
@@ -29,6 +33,8 @@ struct State {
     hang_status: bool,
     /// Every RPC received, by name.
     calls: Vec<&'static str>,
+    /// The list of every ListEntries, AddEntries, RemoveEntries and CheckEntry request.
+    list_requests: Vec<ListKind>,
     /// `wait_applied` of the last Add/Remove.
     last_wait: Option<bool>,
     /// The feeds, as ListFeeds reports them.
@@ -128,6 +134,7 @@ impl FakeController {
             .push(if add { "AddEntries" } else { "RemoveEntries" });
         state.last_wait = Some(request.wait_applied);
         let list = list_of(request.list)?;
+        state.list_requests.push(list);
         if list.is_feed() {
             return Err(Status::invalid_argument(format!(
                 "the {list} list is filled by its feed and cannot be edited"
@@ -224,6 +231,7 @@ impl Admin for FakeController {
         let mut state = self.state();
         state.calls.push("ListEntries");
         let list = list_of(request.into_inner().list)?;
+        state.list_requests.push(list);
         let entries = state
             .lists
             .get(&list)
@@ -253,6 +261,7 @@ impl Admin for FakeController {
         state.calls.push("CheckEntry");
         let request = request.into_inner();
         let list = list_of(request.list)?;
+        state.list_requests.push(list);
         let query = Entry::parse_user(list.entry_kind(), &request.query)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let stored = state.lists.get(&list).cloned().unwrap_or_default();
@@ -267,6 +276,17 @@ impl Admin for FakeController {
                     .collect();
                 covering.sort_by_key(|c| std::cmp::Reverse(c.len()));
                 covering.iter().map(ToString::to_string).collect()
+            }
+            Entry::Domain(q) => {
+                let mut parents: Vec<_> = stored
+                    .iter()
+                    .filter_map(|e| match e {
+                        Entry::Domain(d) if q.is_within(d) => Some(d.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                parents.sort_by_key(|d| std::cmp::Reverse(d.label_count()));
+                parents.iter().map(ToString::to_string).collect()
             }
             other if stored.contains(&other) => vec![other.to_string()],
             _ => Vec::new(),
@@ -448,6 +468,19 @@ impl Harness {
     fn calls(&self) -> Vec<&'static str> {
         self.fake.state().calls.clone()
     }
+
+    fn list_requests(&self) -> Vec<ListKind> {
+        self.fake.state().list_requests.clone()
+    }
+
+    /// The entries the fake stores in `list`, in canonical text form.
+    fn stored(&self, list: ListKind) -> Vec<String> {
+        self.fake
+            .state()
+            .lists
+            .get(&list)
+            .map_or_else(Vec::new, |s| s.iter().map(Entry::to_string).collect())
+    }
 }
 
 fn medsctl() -> Command {
@@ -608,6 +641,13 @@ fn json_mode_shapes() {
                 "asns": 0,
                 "spamhaus_asndrop": 0,
                 "iplocate": 0,
+                "domain_whitelist": 0,
+                "domain_blacklist": 0,
+                "stevenblack": 0,
+                "someonewhocares": 0,
+                "sslbl_ja3": 0,
+                "ja3": 0,
+                "ja4": 0,
             },
             "controller_uptime_seconds": 3725,
             "dataplane_stats": {
@@ -667,6 +707,13 @@ fn status_as_a_table() {
         "asns entries              0",
         "spamhaus_asndrop entries  0",
         "iplocate entries          0",
+        "domain_whitelist entries  0",
+        "domain_blacklist entries  0",
+        "stevenblack entries       0",
+        "someonewhocares entries   0",
+        "sslbl_ja3 entries         0",
+        "ja3 entries               0",
+        "ja4 entries               0",
         "packets processed         1000",
         "updates rejected          0",
         "verdict errors            2",
@@ -760,9 +807,13 @@ fn invalid_arguments_exit_4() {
         assert!(run.stderr.contains("\"10.0.0.0/33\""), "{run:?}");
         assert!(!run.stderr.contains("203.0.113.7"), "{run:?}");
     }
-    let run = h.run(&["blacklist", "check", "not-an-ip"]);
+    let run = h.run(&["blacklist", "check", "not an ip"]);
     assert_eq!(run.code, 4, "{run:?}");
-    assert!(run.stderr.contains("\"not-an-ip\""), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("\"not an ip\": not an IP address or prefix"),
+        "{run:?}"
+    );
     assert_eq!(h.calls(), Vec::<&str>::new());
 
     // Refused by the controller: its message is shown and nothing changed.
@@ -1381,4 +1432,455 @@ fn feeds_enable_disable_and_urls() {
         h.calls().iter().filter(|c| **c == "ConfigureFeed").count(),
         7
     );
+}
+
+#[test]
+fn domains_go_to_the_domain_lists() {
+    let h = Harness::start();
+
+    let run = h.run(&[
+        "blacklist",
+        "add",
+        "Bad.COM.",
+        "bücher.example",
+        "ads.tracker.example",
+    ]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "added 3 entries to the domain blacklist (generation 1, applied by the dataplane)\n"
+    );
+    assert_eq!(
+        h.stored(ListKind::DomainBlock),
+        ["ads.tracker.example", "bad.com", "xn--bcher-kva.example"]
+    );
+    assert_eq!(h.stored(ListKind::IpBlock), Vec::<String>::new());
+
+    // The alias, a duplicate in another spelling: one change.
+    let run = h.run(&["blocklist", "add", "bad.com", "tracker.example"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "added 1 of 2 entries to the domain blacklist (generation 2, applied by the dataplane)\n"
+    );
+
+    // `list` still shows the IP list unless asked for the domains.
+    let run = h.run(&["blacklist", "list"]);
+    assert_ok(&run);
+    assert_eq!(run.stdout, "the blacklist is empty\n");
+    let run = h.run(&["blacklist", "list", "--domains"]);
+    assert_ok(&run);
+    let want = [
+        " DOMAIN",
+        "-----------------------",
+        " ads.tracker.example",
+        " bad.com",
+        " tracker.example",
+        " xn--bcher-kva.example",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let run = h.run(&["--json", "blocklist", "ls", "--domains"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"list": "domain_blacklist", "entries": [
+            "ads.tracker.example", "bad.com", "tracker.example", "xn--bcher-kva.example",
+        ]})
+    );
+
+    // A domain is found through itself or a parent, most specific first; a label boundary
+    // matters (badge.com is not under bad.com). IP queries still go to the IP list.
+    let run = h.run(&[
+        "blacklist",
+        "check",
+        "www.bad.com",
+        "badge.com",
+        "WWW.Ads.Tracker.Example.",
+        "203.0.113.7",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr, "", "{run:?}");
+    let want = [
+        " QUERY                    | FOUND | MATCHES",
+        "--------------------------+-------+--------------------------------------",
+        " www.bad.com              | yes   | bad.com",
+        " badge.com                | no    | -",
+        " WWW.Ads.Tracker.Example. | yes   | ads.tracker.example, tracker.example",
+        " 203.0.113.7              | no    | -",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let run = h.run(&["--json", "blacklist", "check", "shop.bücher.example"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"results": [
+            {"query": "shop.bücher.example", "found": true, "matches": ["xn--bcher-kva.example"]},
+        ]})
+    );
+
+    let run = h.run(&["blacklist", "rm", "BAD.com"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "removed 1 entry from the domain blacklist (generation 3, applied by the dataplane)\n"
+    );
+    let run = h.run(&[
+        "--json",
+        "blacklist",
+        "remove",
+        "not-there.example",
+        "--no-wait",
+    ]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"changed": 0, "generation": 3, "applied": true})
+    );
+    assert_eq!(h.fake.state().last_wait, Some(false));
+
+    // The whitelist has its own domain list.
+    let run = h.run(&["allowlist", "add", "good.example"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "added 1 entry to the domain whitelist (generation 4, applied by the dataplane)\n"
+    );
+    let run = h.run(&["--json", "whitelist", "list", "--domains"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"list": "domain_whitelist", "entries": ["good.example"]})
+    );
+    let run = h.run(&["--json", "whitelist", "list"]);
+    assert_ok(&run);
+    assert_eq!(run.json(), json!({"list": "whitelist", "entries": []}));
+    let run = h.run(&["whitelist", "check", "api.good.example"]);
+    assert_ok(&run);
+
+    use ListKind::{DomainAllow, DomainBlock, IpAllow, IpBlock};
+    assert_eq!(
+        h.list_requests(),
+        [
+            DomainBlock, // add
+            DomainBlock, // add
+            IpBlock,     // list
+            DomainBlock, // list --domains
+            DomainBlock, // list --domains --json
+            DomainBlock, // check www.bad.com
+            DomainBlock, // check badge.com
+            DomainBlock, // check WWW.Ads.Tracker.Example.
+            IpBlock,     // check 203.0.113.7
+            DomainBlock, // check shop.bücher.example
+            DomainBlock, // rm
+            DomainBlock, // remove
+            DomainAllow, // add
+            DomainAllow, // list --domains
+            IpAllow,     // list
+            DomainAllow, // check
+        ]
+    );
+
+    let run = h.run(&["--json", "status"]);
+    assert_ok(&run);
+    let lists = &run.json()["lists"];
+    assert_eq!(lists["domain_blacklist"], 3, "{lists}");
+    assert_eq!(lists["domain_whitelist"], 1, "{lists}");
+    assert_eq!(lists["blacklist"], 0, "{lists}");
+    let run = h.run(&["status"]);
+    assert_ok(&run);
+    assert!(
+        run.stdout.contains("\ndomain_blacklist entries  3\n"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn ips_and_domains_are_not_mixed_in_one_change() {
+    let h = Harness::start();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["blacklist", "add", "203.0.113.7", "bad.com"],
+            "medsctl: cannot add IP addresses and domain names in one command: they are kept \
+             in two lists (the blacklist and the domain blacklist) and a command changes one \
+             list, all or nothing; run two commands: `medsctl blacklist add 203.0.113.7` and \
+             `medsctl blacklist add bad.com`\n",
+        ),
+        (
+            &[
+                "--json",
+                "whitelist",
+                "rm",
+                "good.example",
+                "10.0.0.0/8",
+                "--no-wait",
+            ],
+            "medsctl: cannot remove IP addresses and domain names in one command: they are \
+             kept in two lists (the whitelist and the domain whitelist) and a command changes \
+             one list, all or nothing; run two commands: `medsctl whitelist remove 10.0.0.0/8` \
+             and `medsctl whitelist remove good.example`\n",
+        ),
+        (
+            &[
+                "allowlist",
+                "add",
+                "2001:db8::1",
+                "bücher.example",
+                "192.0.2.0/24",
+            ],
+            "`medsctl whitelist add 2001:db8::1 192.0.2.0/24` and \
+             `medsctl whitelist add bücher.example`\n",
+        ),
+    ];
+    for (args, want) in cases {
+        let run = h.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(run.stderr.ends_with(want), "{args:?}: {run:?}");
+    }
+    assert_eq!(h.calls(), Vec::<&str>::new());
+
+    // `check` changes nothing, so it may mix: each query asks its own list.
+    assert_ok(&h.run(&["blacklist", "add", "203.0.113.0/24"]));
+    assert_ok(&h.run(&["blacklist", "add", "bad.com"]));
+    let run = h.run(&["--json", "blacklist", "check", "203.0.113.7", "www.bad.com"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"results": [
+            {"query": "203.0.113.7", "found": true, "matches": ["203.0.113.0/24"]},
+            {"query": "www.bad.com", "found": true, "matches": ["bad.com"]},
+        ]})
+    );
+    assert_eq!(
+        h.list_requests(),
+        [
+            ListKind::IpBlock,
+            ListKind::DomainBlock,
+            ListKind::IpBlock,
+            ListKind::DomainBlock,
+        ]
+    );
+}
+
+const JA3_A: &str = "0cc1e84568e471aa1d62ba4ee3b8b6f8";
+const JA3_B: &str = "e7d705a3286e19ea42f587b344ee6865";
+const JA4_A: &str = "t13d1516h2_8daaf6152771_02713d6af862";
+const JA4_B: &str = "t13d1517h2_8daaf6152771_b1ff8ab2d16f";
+
+#[test]
+fn ja3_add_list_check_remove() {
+    let h = Harness::start();
+    let upper_b = JA3_B.to_uppercase();
+    let run = h.run(&["ja3", "add", &upper_b, JA3_A, JA3_B]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "added 2 of 3 entries to the JA3 blocklist (generation 1, applied by the dataplane)\n"
+    );
+    let run = h.run(&["ja3", "list"]);
+    assert_ok(&run);
+    let want = [
+        " JA3",
+        "----------------------------------",
+        " 0cc1e84568e471aa1d62ba4ee3b8b6f8",
+        " e7d705a3286e19ea42f587b344ee6865",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let run = h.run(&["--json", "ja3", "ls"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"list": "ja3", "entries": [JA3_A, JA3_B]})
+    );
+
+    // Exact matches only; one missing: exit 1.
+    let missing = "ffffffffffffffffffffffffffffffff";
+    let run = h.run(&["--json", "ja3", "check", &upper_b, missing]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.json(),
+        json!({"results": [
+            {"query": upper_b, "found": true, "matches": [JA3_B]},
+            {"query": missing, "found": false, "matches": []},
+        ]})
+    );
+    let run = h.run(&["ja3", "check", JA3_A]);
+    assert_ok(&run);
+    let want = [
+        " QUERY                            | FOUND | MATCHES",
+        "----------------------------------+-------+----------------------------------",
+        " 0cc1e84568e471aa1d62ba4ee3b8b6f8 | yes   | 0cc1e84568e471aa1d62ba4ee3b8b6f8",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+
+    let run = h.run(&["ja3", "rm", JA3_A, "--no-wait"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "removed 1 entry from the JA3 blocklist (generation 2, applied by the dataplane)\n"
+    );
+    assert_eq!(h.stored(ListKind::Ja3Block), [JA3_B]);
+    assert!(h.list_requests().iter().all(|l| *l == ListKind::Ja3Block));
+}
+
+#[test]
+fn ja4_add_list_check_remove() {
+    let h = Harness::start();
+    let run = h.run(&["--json", "ja4", "add", JA4_B, &JA4_A.to_uppercase()]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"changed": 2, "generation": 1, "applied": true})
+    );
+    let run = h.run(&["ja4", "ls"]);
+    assert_ok(&run);
+    let want = [
+        " JA4",
+        "--------------------------------------",
+        " t13d1516h2_8daaf6152771_02713d6af862",
+        " t13d1517h2_8daaf6152771_b1ff8ab2d16f",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let run = h.run(&["--json", "ja4", "list"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({"list": "ja4", "entries": [JA4_A, JA4_B]})
+    );
+
+    // Same a and b parts, other c part: not a match.
+    let other = "t13d1516h2_8daaf6152771_000000000000";
+    let run = h.run(&["ja4", "check", JA4_A, other]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let want = [
+        " QUERY                                | FOUND | MATCHES",
+        "--------------------------------------+-------+--------------------------------------",
+        " t13d1516h2_8daaf6152771_02713d6af862 | yes   | t13d1516h2_8daaf6152771_02713d6af862",
+        " t13d1516h2_8daaf6152771_000000000000 | no    | -",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+
+    let run = h.run(&["ja4", "remove", JA4_A, JA4_B]);
+    assert_ok(&run);
+    assert_eq!(
+        run.stdout,
+        "removed 2 entries from the JA4 blocklist (generation 2, applied by the dataplane)\n"
+    );
+    let run = h.run(&["ja4", "list"]);
+    assert_ok(&run);
+    assert_eq!(run.stdout, "the JA4 blocklist is empty\n");
+    assert!(h.list_requests().iter().all(|l| *l == ListKind::Ja4Block));
+    assert!(!h.fake.state().lists.contains_key(&ListKind::Ja3Block));
+}
+
+#[test]
+fn bad_domains_and_fingerprints_exit_4_before_contacting_the_controller() {
+    let h = Harness::start();
+    // (arguments, every piece the message must contain)
+    let cases: [(&[&str], &[&str]); 7] = [
+        (
+            &["blacklist", "add", "bad.com", "*.bad.com"],
+            &[
+                "\"*.bad.com\": not an IP address or prefix (",
+                "not a domain name (\"*.bad.com\": wildcards are not supported",
+            ],
+        ),
+        (
+            &["whitelist", "add", "300.1.1.1"],
+            &[
+                "\"300.1.1.1\" is not a valid IPv4 or IPv6 address",
+                "top-level label \"1\" is all digits",
+            ],
+        ),
+        (
+            &[
+                "--json",
+                "blacklist",
+                "check",
+                "1.2.3",
+                "bad.com",
+                "bad .com",
+            ],
+            &[
+                "\"1.2.3\": not an IP",
+                "\"bad .com\": not an IP",
+                "character ' '",
+            ],
+        ),
+        (
+            &["blocklist", "rm", ""],
+            &["empty value: expected an IP address, a CIDR prefix or a domain name"],
+        ),
+        (
+            &["ja3", "add", JA3_A, "e7d705a3286e19ea42f587b344ee686"],
+            &["\"e7d705a3286e19ea42f587b344ee686\" is not a JA3 hash"],
+        ),
+        (
+            &["ja4", "check", "bad.com"],
+            &["\"bad.com\" is not a JA4 fingerprint (not 36 characters long)"],
+        ),
+        (
+            &["ja4", "remove", "x13d1516h2_8daaf6152771_02713d6af862"],
+            &["protocol must be 't', 'q' or 'd'"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let run = h.run(args);
+        assert_eq!(run.code, 4, "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(
+            run.stderr.starts_with("medsctl: invalid argument: "),
+            "{run:?}"
+        );
+        for needle in needles {
+            assert!(run.stderr.contains(needle), "{needle}: {run:?}");
+        }
+    }
+    assert_eq!(h.calls(), Vec::<&str>::new());
+}
+
+#[test]
+fn feeds_list_shows_the_domain_and_fingerprint_feeds() {
+    let h = Harness::start();
+    {
+        let mut state = h.fake.state();
+        let template = state.feeds[0].clone();
+        state.feeds = ["stevenblack", "someonewhocares", "sslbl_ja3"]
+            .iter()
+            .zip([85_000, 14_000, 120])
+            .map(|(name, entries)| pb::FeedStatus {
+                name: name.to_string(),
+                list: name.to_string(),
+                url: format!("https://feeds.example.invalid/{name}"),
+                entries,
+                ..template.clone()
+            })
+            .collect();
+    }
+    let run = h.run(&["feeds", "list"]);
+    assert_ok(&run);
+    let want = [
+        " NAME            | LIST            | ENABLED | ENTRIES | LAST SUCCESS | LAST ERROR | NEXT UPDATE",
+        "-----------------+-----------------+---------+---------+--------------+------------+-------------",
+        " stevenblack     | stevenblack     | yes     |   85000 | 1h 2m ago    | -          | in 2h 59m",
+        " someonewhocares | someonewhocares | yes     |   14000 | 1h 2m ago    | -          | in 2h 59m",
+        " sslbl_ja3       | sslbl_ja3       | yes     |     120 | 1h 2m ago    | -          | in 2h 59m",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let run = h.run(&["--json", "feeds", "list"]);
+    assert_ok(&run);
+    let names: Vec<String> = run.json()["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["list"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["stevenblack", "someonewhocares", "sslbl_ja3"]);
 }
