@@ -7,6 +7,10 @@
 //!   Each iteration takes the next of 4,096 probes of that outcome; `*_cold` variants cycle
 //!   through 1,048,576 probes so that most lookups miss the CPU caches.
 //! * `decide`: the same with the packet parsed from raw bytes (IPv4/UDP, IPv6/TCP).
+//! * `inspect`: the whole engine ([`Inspector::inspect`]) with 100,000 blocked domains, a
+//!   domain allowlist, 100 JA3 hashes (SSLBL's size) and 1,000 JA4 values loaded (no IP lists): a DNS query, a
+//!   captured single-segment ClientHello (SNI, JA3 and JA4 computed and matched, no hit), a TCP
+//!   data segment that is no hello, and a UDP packet with no payload lists loaded.
 //! * `ip_set`, `asn_table`, `asn_set`, `build`: the list structures against the alternatives
 //!   they were chosen over (`ip_network_table`'s tree bitmap, `std::collections::HashSet`).
 //!
@@ -27,8 +31,10 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
 use meds_dataplane::chain::{Decision, RuleSet, UnparsableVerdict, decide};
+use meds_dataplane::inspect::{InspectConfig, Inspector};
 use meds_dataplane::lists::{AsnSet, AsnTable, IpSet};
-use meds_proto::{Asn, Cidr, Entry, IpAsn, ListKind};
+use meds_dataplane::packet::transport_checksum;
+use meds_proto::{Asn, Cidr, DomainName, Entry, IpAsn, Ja3Hash, Ja4, ListKind};
 
 use synthetic::{Policy, Rng, inside, random_v6};
 
@@ -262,6 +268,125 @@ fn decide_packets(c: &mut Criterion) {
     group.finish();
 }
 
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn ipv4_packet(proto: u8, l4: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + l4.len()).unwrap();
+    let mut p = vec![0x45, 0];
+    p.extend(total.to_be_bytes());
+    p.extend([0, 1, 0x40, 0, 64, proto, 0, 0]);
+    p.extend([198, 51, 100, 7]);
+    p.extend([192, 0, 2, 1]);
+    p.extend_from_slice(l4);
+    p
+}
+
+fn tcp_packet(seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend(51000u16.to_be_bytes());
+    t.extend(443u16.to_be_bytes());
+    t.extend(seq.to_be_bytes());
+    t.extend(1u32.to_be_bytes());
+    t.extend([0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    let sum = transport_checksum(
+        IpAddr::from([198, 51, 100, 7]),
+        IpAddr::from([192, 0, 2, 1]),
+        6,
+        &t,
+    );
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    ipv4_packet(6, &t)
+}
+
+fn udp_packet(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend(40000u16.to_be_bytes());
+    u.extend(dst_port.to_be_bytes());
+    u.extend(u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
+    u.extend([0, 0]);
+    u.extend_from_slice(payload);
+    ipv4_packet(17, &u)
+}
+
+fn inspect_packets(c: &mut Criterion) {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let tls: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{data}/tls/clienthellos.json")).unwrap(),
+    )
+    .unwrap();
+    let dns: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{data}/dns/queries.json")).unwrap())
+            .unwrap();
+    let hello = hex(tls["vectors"][2]["tcp_payload_hex"].as_str().unwrap());
+    let query = hex(dns["vectors"][0]["udp_payload_hex"].as_str().unwrap());
+    // About the size of abuse.ch SSLBL.
+    let mut ja3: Vec<Entry> = Vec::new();
+    let mut rng = Rng::new(7);
+    while ja3.len() < 100 {
+        let mut digest = [0u8; 16];
+        for b in &mut digest {
+            *b = rng.next() as u8;
+        }
+        ja3.push(Entry::Ja3(Ja3Hash::from_digest(digest)));
+    }
+    let ja4: Vec<Entry> = (0..1000)
+        .map(|n| {
+            Entry::Ja4(
+                format!("t13d1516h2_{n:012x}_02713d6af862")
+                    .parse::<Ja4>()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let blocked: Vec<Entry> = (0..100_000)
+        .map(|n| {
+            Entry::Domain(
+                DomainName::parse_user(&format!("ads{n}.tracker{}.com", n % 977)).unwrap(),
+            )
+        })
+        .collect();
+    let allowed = [Entry::Domain(
+        DomainName::parse_user("example.org").unwrap(),
+    )];
+    let rules = RuleSet::empty()
+        .with_list(ListKind::DomainBlock, &blocked)
+        .with_list(ListKind::DomainAllow, &allowed)
+        .with_list(ListKind::FeedSslblJa3, &ja3)
+        .with_list(ListKind::Ja4Block, &ja4);
+    assert!(rules.wants_names() && rules.wants_ja3() && rules.wants_ja4());
+
+    let mut inspector = Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
+    let cases: [(&str, &RuleSet, Vec<u8>); 4] = [
+        ("dns_query", &rules, udp_packet(53, &query)),
+        ("hello_single_ja3_ja4", &rules, tcp_packet(1, &hello)),
+        ("tcp_data_not_hello", &rules, tcp_packet(1, &[0x17; 1200])),
+        (
+            "udp_no_payload_lists",
+            &RuleSet::empty(),
+            udp_packet(9, b"ping"),
+        ),
+    ];
+    let mut group = c.benchmark_group("inspect");
+    group.throughput(Throughput::Elements(1));
+    for (name, rules, packet) in &cases {
+        let out = inspector.inspect(rules, packet, 0);
+        assert_eq!(out.decision, Decision::DEFAULT, "{name}");
+        if *name == "hello_single_ja3_ja4" {
+            assert!(out.hello.is_some() && inspector.app().ja4.is_some());
+        }
+        group.bench_function(*name, |b| {
+            b.iter(|| inspector.inspect(rules, black_box(packet), 0).decision)
+        });
+    }
+    group.finish();
+}
+
 fn network(c: &Cidr) -> IpNetwork {
     IpNetwork::new_truncate(c.addr(), c.len()).unwrap()
 }
@@ -445,6 +570,6 @@ fn build(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = evaluate, decide_packets, ip_set, asn_table, asn_set, build
+    targets = evaluate, decide_packets, inspect_packets, ip_set, asn_table, asn_set, build
 }
 criterion_main!(benches);

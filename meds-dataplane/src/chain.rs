@@ -30,6 +30,12 @@
 //! fingerprint lists, as the original's domain whitelist did). A packet without names or
 //! fingerprints passes steps 9–15.
 //!
+//! The payload is read by [`crate::inspect::Inspector`] (the worker and `replay` share it): it
+//! runs steps 1–8 first and looks at the payload only when they did not decide and a list of
+//! steps 9–15 is loaded. A ClientHello it cannot inspect (malformed, or its reassembly gave up)
+//! gets the `--tls-uninspectable` verdict with `empty` / `uninspectable`; later packets of a
+//! TCP flow whose payload was dropped get the same decision (its blocked-flow table).
+//!
 //! The source's country and ASN come from the IP-to-ASN table (`IpAsn`, longest-prefix match),
 //! looked up at most once per packet and only when a country or ASN list is non-empty. An
 //! address the table does not know passes steps 6–8. A packet without a readable source
@@ -141,11 +147,13 @@ pub enum Reason {
     IpLocate,
     StevenBlack,
     SomeoneWhoCares,
+    /// A TLS ClientHello that could not be inspected (see [`crate::inspect::Uninspectable`]).
+    Uninspectable,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Default,
         Reason::Unparsable,
         Reason::WhiteList,
@@ -156,6 +164,7 @@ impl Reason {
         Reason::IpLocate,
         Reason::StevenBlack,
         Reason::SomeoneWhoCares,
+        Reason::Uninspectable,
     ];
 
     /// Metric / status label.
@@ -171,6 +180,7 @@ impl Reason {
             Reason::IpLocate => "IPLocate",
             Reason::StevenBlack => "StevenBlack",
             Reason::SomeoneWhoCares => "SomeoneWhoCares",
+            Reason::Uninspectable => "uninspectable",
         }
     }
 
@@ -666,9 +676,9 @@ impl RuleSet {
     }
 }
 
-/// Read a raw IP packet's source and run the chain; a packet without a source address gets
-/// the `unparsable` policy. Only the fixed IP header is read ([`packet::parse_header`]): every
-/// filter of the chain matches on the source address.
+/// Read a raw IP packet's source and run steps 1–8; a packet without a source address gets
+/// the `unparsable` policy. Only the fixed IP header is read ([`packet::parse_header`]). The
+/// payload steps need [`crate::inspect::Inspector::inspect`], which the worker and replay use.
 #[inline]
 pub fn decide(rules: &RuleSet, packet: &[u8], unparsable: UnparsableVerdict) -> Decision {
     match packet::parse_header(packet) {
@@ -735,7 +745,10 @@ mod tests {
         let verdicts: Vec<_> = Verdict::ALL.iter().map(|v| v.label()).collect();
         assert_eq!(verdicts, ["accept", "drop"]);
         let filters: Vec<_> = Filter::ALL.iter().map(|f| f.label()).collect();
-        assert_eq!(filters, ["empty", "ip", "geo", "asn"]);
+        assert_eq!(
+            filters,
+            ["empty", "ip", "geo", "asn", "domain", "ja3", "ja4"]
+        );
         let reasons: Vec<_> = Reason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(
             reasons,
@@ -747,7 +760,10 @@ mod tests {
                 "FireHOL",
                 "Spamhaus",
                 "Abuse",
-                "IPLocate"
+                "IPLocate",
+                "StevenBlack",
+                "SomeoneWhoCares",
+                "uninspectable",
             ]
         );
         for (i, v) in Verdict::ALL.iter().enumerate() {
@@ -1034,7 +1050,7 @@ mod tests {
         );
         assert_eq!(mixed.list_len(ListKind::IpBlock), 1);
         let lens: Vec<usize> = ListKind::ALL.iter().map(|k| before.list_len(*k)).collect();
-        assert_eq!(lens, [5, 4, 3, 3, 3, 2, 2, 1, 13]);
+        assert_eq!(lens, [5, 4, 3, 3, 3, 2, 2, 1, 13, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(before.allow().len(), 5);
         assert_eq!(before.block().len(), 4);
         assert_eq!(before.firehol().len(), 3);

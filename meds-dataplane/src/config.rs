@@ -11,6 +11,8 @@ use tracing::level_filters::LevelFilter;
 
 use crate::chain::UnparsableVerdict;
 use crate::firewall::RuleConfig;
+use crate::flow::{Limits, LimitsError, Reassembler};
+use crate::inspect::{InspectConfig, Uninspectable as UninspectablePolicy};
 use crate::nfqueue::QueueConfig;
 
 /// Default path of the persisted policy.
@@ -51,6 +53,22 @@ const RESERVED_CHAINS: &[&str] = &[
 pub enum Unparsable {
     Accept,
     Drop,
+}
+
+/// What to do with a TLS ClientHello that cannot be inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Uninspectable {
+    Accept,
+    Drop,
+}
+
+impl From<Uninspectable> for UninspectablePolicy {
+    fn from(u: Uninspectable) -> UninspectablePolicy {
+        match u {
+            Uninspectable::Accept => UninspectablePolicy::Accept,
+            Uninspectable::Drop => UninspectablePolicy::Drop,
+        }
+    }
 }
 
 /// Log output format.
@@ -109,6 +127,31 @@ pub struct Args {
     /// Verdict for packets without a parseable source address.
     #[arg(long, env = "MEDS_UNPARSABLE", value_enum, default_value_t = Unparsable::Accept)]
     pub unparsable: Unparsable,
+    /// ClientHellos reassembled at once (split over several TCP segments); each takes
+    /// --tls-reassembly-bytes of memory, allocated at start.
+    #[arg(long, env = "MEDS_TLS_REASSEMBLY_FLOWS", default_value_t = Limits::DEFAULT.max_flows)]
+    pub tls_reassembly_flows: usize,
+    /// Bytes buffered per ClientHello in reassembly.
+    #[arg(long, env = "MEDS_TLS_REASSEMBLY_BYTES", default_value_t = Limits::DEFAULT.max_bytes)]
+    pub tls_reassembly_bytes: usize,
+    /// TCP segments per ClientHello in reassembly (retransmissions included).
+    #[arg(
+        long,
+        env = "MEDS_TLS_REASSEMBLY_SEGMENTS",
+        default_value_t = Limits::DEFAULT.max_segments
+    )]
+    pub tls_reassembly_segments: usize,
+    /// Milliseconds a ClientHello may take from its first segment to its last.
+    #[arg(
+        long,
+        env = "MEDS_TLS_REASSEMBLY_TIMEOUT_MS",
+        default_value_t = Limits::DEFAULT.timeout_ms
+    )]
+    pub tls_reassembly_timeout_ms: u64,
+    /// Verdict for a ClientHello that cannot be inspected (malformed, or its reassembly gave
+    /// up on a limit, the timeout or conflicting retransmitted bytes).
+    #[arg(long, env = "MEDS_TLS_UNINSPECTABLE", value_enum, default_value_t = Uninspectable::Accept)]
+    pub tls_uninspectable: Uninspectable,
     /// Where the last applied policy is kept, so a restart enforces it before the controller
     /// is reachable.
     #[arg(long, env = "MEDS_STATE_FILE", default_value = DEFAULT_STATE_FILE)]
@@ -145,6 +188,14 @@ pub struct ReplayArgs {
     /// Verdict for packets without a parseable source address.
     #[arg(long, value_enum, default_value_t = Unparsable::Accept)]
     pub unparsable: Unparsable,
+    /// Verdict for a ClientHello that cannot be inspected (as the daemon's flag).
+    #[arg(long, value_enum, default_value_t = Uninspectable::Accept)]
+    pub tls_uninspectable: Uninspectable,
+    /// Inspect a TLS segment only when its TCP checksum is valid, as the daemon does. Off by
+    /// default: captures taken on the sending host hold the unfinished checksums of checksum
+    /// offload, which the daemon never sees (the kernel completes them before queueing).
+    #[arg(long)]
+    pub verify_checksums: bool,
 }
 
 impl From<Unparsable> for UnparsableVerdict {
@@ -163,6 +214,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub rules: RuleConfig,
     pub unparsable: UnparsableVerdict,
+    /// Payload inspection: reassembly limits and the uninspectable policy.
+    pub inspect: InspectConfig,
     pub state_file: PathBuf,
     pub log_level: LevelFilter,
     pub log_format: LogFormat,
@@ -190,6 +243,22 @@ pub enum ConfigError {
     StateFile(PathBuf),
     #[error("--log-level {0:?} is not one of off, error, warn, info, debug, trace")]
     LogLevel(String),
+    #[error("--tls-reassembly-flows must be between 1 and {max}, got {0}", max = Limits::MAX_FLOWS)]
+    ReassemblyFlows(usize),
+    #[error("--tls-reassembly-bytes must be between 1 and {max}, got {0}", max = Limits::MAX_BYTES)]
+    ReassemblyBytes(usize),
+    #[error(
+        "--tls-reassembly-segments must be between 1 and {max}, got {0}",
+        max = Limits::MAX_SEGMENTS
+    )]
+    ReassemblySegments(usize),
+    #[error("--tls-reassembly-timeout-ms must be at least 1")]
+    ReassemblyTimeout,
+    #[error(
+        "--tls-reassembly-flows × --tls-reassembly-bytes must be at most {max} bytes, got {flows} × {bytes}",
+        max = Limits::MAX_TOTAL_BYTES
+    )]
+    ReassemblyTotal { flows: usize, bytes: usize },
 }
 
 impl Config {
@@ -212,6 +281,19 @@ impl Config {
             return Err(ConfigError::StateFile(args.state_file));
         }
         let log_level = parse_level(&args.log_level)?;
+        let limits = Limits {
+            max_flows: args.tls_reassembly_flows,
+            max_bytes: args.tls_reassembly_bytes,
+            max_segments: args.tls_reassembly_segments,
+            timeout_ms: args.tls_reassembly_timeout_ms,
+        };
+        validate_limits(limits)?;
+        let unparsable: UnparsableVerdict = args.unparsable.into();
+        let inspect = InspectConfig {
+            limits,
+            uninspectable: args.tls_uninspectable.into(),
+            ..InspectConfig::new(unparsable)
+        };
         Ok(Config {
             sync_socket: args.sync_socket,
             queue: QueueConfig {
@@ -226,7 +308,8 @@ impl Config {
                 queue_num: args.queue_num,
                 queue_bypass: !args.no_queue_bypass,
             },
-            unparsable: args.unparsable.into(),
+            unparsable,
+            inspect,
             state_file: args.state_file,
             log_level,
             log_format: args.log_format,
@@ -239,6 +322,21 @@ impl TryFrom<Args> for Config {
 
     fn try_from(args: Args) -> Result<Config, ConfigError> {
         Config::from_args(args)
+    }
+}
+
+/// The reassembler's own checks, reported under the flag names.
+fn validate_limits(limits: Limits) -> Result<(), ConfigError> {
+    match Reassembler::validate(limits) {
+        Ok(()) => Ok(()),
+        Err(LimitsError::Flows { got }) => Err(ConfigError::ReassemblyFlows(got)),
+        Err(LimitsError::Bytes { got }) => Err(ConfigError::ReassemblyBytes(got)),
+        Err(LimitsError::Segments { got }) => Err(ConfigError::ReassemblySegments(got)),
+        Err(LimitsError::Timeout) => Err(ConfigError::ReassemblyTimeout),
+        Err(LimitsError::Total) => Err(ConfigError::ReassemblyTotal {
+            flows: limits.max_flows,
+            bytes: limits.max_bytes,
+        }),
     }
 }
 
@@ -327,6 +425,106 @@ mod tests {
         assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
         assert_eq!(c.log_level, LevelFilter::INFO);
         assert_eq!(c.log_format, LogFormat::Plain);
+        assert_eq!(c.inspect, InspectConfig::new(UnparsableVerdict::Accept));
+        assert_eq!(c.inspect.limits, Limits::DEFAULT);
+        assert_eq!(c.inspect.uninspectable, UninspectablePolicy::Accept);
+        assert!(c.inspect.verify_checksums);
+    }
+
+    #[test]
+    fn tls_inspection_flags() {
+        let c = parse(&[
+            "--tls-reassembly-flows",
+            "64",
+            "--tls-reassembly-bytes",
+            "32768",
+            "--tls-reassembly-segments",
+            "4",
+            "--tls-reassembly-timeout-ms",
+            "500",
+            "--tls-uninspectable",
+            "drop",
+            "--unparsable",
+            "drop",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.inspect.limits,
+            Limits {
+                max_flows: 64,
+                max_bytes: 32768,
+                max_segments: 4,
+                timeout_ms: 500,
+            }
+        );
+        assert_eq!(c.inspect.uninspectable, UninspectablePolicy::Drop);
+        assert_eq!(c.inspect.unparsable, UnparsableVerdict::Drop);
+        let max_flows = Limits::MAX_FLOWS.to_string();
+        let max_bytes = Limits::MAX_BYTES.to_string();
+        let max_segments = Limits::MAX_SEGMENTS.to_string();
+        let ok: &[&[&str]] = &[
+            &["--tls-reassembly-flows", "1"],
+            &[
+                "--tls-reassembly-flows",
+                &max_flows,
+                "--tls-reassembly-bytes",
+                "4096",
+            ],
+            &["--tls-reassembly-bytes", "1"],
+            &[
+                "--tls-reassembly-bytes",
+                &max_bytes,
+                "--tls-reassembly-flows",
+                "256",
+            ],
+            &["--tls-reassembly-segments", "1"],
+            &["--tls-reassembly-segments", &max_segments],
+            &["--tls-reassembly-timeout-ms", "1"],
+        ];
+        for args in ok {
+            assert!(parse(args).is_ok(), "{args:?} refused");
+        }
+        let too_many_flows = (Limits::MAX_FLOWS + 1).to_string();
+        let too_many_bytes = (Limits::MAX_BYTES + 1).to_string();
+        let too_many_segments = (Limits::MAX_SEGMENTS + 1).to_string();
+        let bad: &[(&[&str], &str)] = &[
+            (&["--tls-reassembly-flows", "0"], "--tls-reassembly-flows"),
+            (
+                &["--tls-reassembly-flows", &too_many_flows],
+                "--tls-reassembly-flows",
+            ),
+            (&["--tls-reassembly-bytes", "0"], "--tls-reassembly-bytes"),
+            (
+                &["--tls-reassembly-bytes", &too_many_bytes],
+                "--tls-reassembly-bytes",
+            ),
+            (
+                &["--tls-reassembly-segments", "0"],
+                "--tls-reassembly-segments",
+            ),
+            (
+                &["--tls-reassembly-segments", &too_many_segments],
+                "--tls-reassembly-segments",
+            ),
+            (
+                &["--tls-reassembly-timeout-ms", "0"],
+                "--tls-reassembly-timeout-ms",
+            ),
+            (
+                &[
+                    "--tls-reassembly-flows",
+                    &max_flows,
+                    "--tls-reassembly-bytes",
+                    &max_bytes,
+                ],
+                "--tls-reassembly-flows × --tls-reassembly-bytes",
+            ),
+        ];
+        for (args, flag) in bad {
+            let err = parse(args).expect_err(&format!("{args:?} accepted"));
+            assert!(err.to_string().starts_with(flag), "{args:?}: {err}");
+        }
+        assert!(Args::try_parse_from(["meds-dataplane", "--tls-uninspectable", "maybe"]).is_err());
     }
 
     #[test]
@@ -428,6 +626,8 @@ mod tests {
         assert_eq!(r.file, PathBuf::from("x.pcap"));
         assert_eq!((r.sync_socket, r.snapshot), (None, None));
         assert_eq!(r.unparsable, Unparsable::Accept);
+        assert_eq!(r.tls_uninspectable, Uninspectable::Accept);
+        assert!(!r.verify_checksums);
 
         let args = Args::try_parse_from([
             "meds-dataplane",
@@ -436,6 +636,9 @@ mod tests {
             "p.pb",
             "--unparsable",
             "drop",
+            "--tls-uninspectable",
+            "drop",
+            "--verify-checksums",
             "y.pcapng",
         ])
         .unwrap();
@@ -444,6 +647,8 @@ mod tests {
         };
         assert_eq!(r.snapshot, Some(PathBuf::from("p.pb")));
         assert_eq!(r.unparsable, Unparsable::Drop);
+        assert_eq!(r.tls_uninspectable, Uninspectable::Drop);
+        assert!(r.verify_checksums);
 
         // The daemon's flags still parse without a subcommand.
         let args =

@@ -4,10 +4,16 @@
 //! dense index, so [`Counters::record`] is two relaxed atomic adds: no lock, no map, no
 //! allocation. Only [`Counters::snapshot`] (called by the sync client, off the hot path)
 //! allocates. Counters are monotonic for the life of the process.
+//!
+//! Payload inspection events ([`InspectEvent`]: DNS messages and errors by kind, ClientHellos,
+//! reassembly by outcome, bad checksums, blocked flows) have one `AtomicU64` each too; each
+//! [`crate::inspect::Inspector`] counts locally and adds its deltas here
+//! ([`crate::inspect::Inspector::flush`]) once per received datagram.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::chain::{Decision, Filter, Reason, Verdict};
+use crate::inspect::InspectEvent;
 
 const SLOTS: usize = Verdict::ALL.len() * Filter::ALL.len() * Reason::ALL.len();
 
@@ -22,6 +28,7 @@ pub struct Counters {
     verdict_errors: AtomicU64,
     recv_errors: AtomicU64,
     decisions: [AtomicU64; SLOTS],
+    inspect: [AtomicU64; InspectEvent::COUNT],
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -35,6 +42,9 @@ pub struct CountersSnapshot {
     pub recv_errors: u64,
     /// Non-zero decision counts, in (verdict, filter, reason) index order.
     pub decisions: Vec<DecisionCount>,
+    /// Non-zero payload inspection counts (DNS, TLS, reassembly, checksums, blocked flows),
+    /// in [`InspectEvent::index`] order. Not yet reported to the controller.
+    pub inspect: Vec<(InspectEvent, u64)>,
 }
 
 /// Packets that got one particular decision.
@@ -53,6 +63,7 @@ impl Counters {
             verdict_errors: AtomicU64::new(0),
             recv_errors: AtomicU64::new(0),
             decisions: std::array::from_fn(|_| AtomicU64::new(0)),
+            inspect: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -63,6 +74,13 @@ impl Counters {
         // hot path free of a panicking index anyway.
         if let Some(counter) = self.decisions.get(slot(d.verdict, d.filter, d.reason)) {
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Add `n` to an inspection event (the inspectors flush their local counts here).
+    pub fn record_inspect(&self, event: InspectEvent, n: u64) {
+        if let Some(counter) = self.inspect.get(event.index()) {
+            counter.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -96,7 +114,14 @@ impl Counters {
                 }
             }
         }
+        let inspect = InspectEvent::all()
+            .filter_map(|e| {
+                let n = self.inspect.get(e.index())?.load(Ordering::Relaxed);
+                (n > 0).then_some((e, n))
+            })
+            .collect();
         CountersSnapshot {
+            inspect,
             packets_processed: self.packets_processed.load(Ordering::Relaxed),
             verdict_errors: self.verdict_errors.load(Ordering::Relaxed),
             recv_errors: self.recv_errors.load(Ordering::Relaxed),

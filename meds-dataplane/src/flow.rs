@@ -8,7 +8,7 @@
 //! per-entry range lists are allocated there). Lookups scan the table linearly (it is small,
 //! and skipped entirely while no hello is in progress).
 //!
-//! ## How the worker uses it
+//! ## How the inspector uses it
 //! 1. A TCP segment with payload arrives. [`Reassembler::offer`] it first: `NotTracked` means
 //!    no hello is in progress on this flow.
 //! 2. If the TLS parser says the payload *starts* a ClientHello but is `Incomplete`, call
@@ -43,10 +43,17 @@
 //!   deferred cheaply, and a receiver cannot use a partial ClientHello anyway, so nothing is
 //!   exposed by letting segments 1..n-1 through. Because the flow is not trusted, its later
 //!   packets keep coming to the queue; the segment that completes the hello gets the verdict of
-//!   the whole hello. On a DROP the worker should also mark the connection (conntrack mark) so
-//!   that retransmissions of the last segment, which arrive after the entry is finished, stay
-//!   dropped. The worker should offer only segments whose TCP checksum is valid, or a segment
-//!   that the receiver discards could carry a different hello from the one it accepts.
+//!   the whole hello. On a DROP the inspector ([`crate::inspect`]) records the flow in its
+//!   blocked-flow table so that retransmissions of the last segment, which arrive after the
+//!   entry is finished and no longer start a hello, stay dropped (no conntrack needed). It
+//!   offers only segments whose TCP checksum is valid, or a segment that the receiver discards
+//!   could carry a different hello from the one it accepts.
+//!
+//! Known limit: a hello is tracked from the segment that *starts* it. A client that sends a
+//! later segment before the first one (the receiver holds it out of order) gets that segment
+//! past unseen; the first segment then starts a hello that never completes here and ends as
+//! [`GiveUp::Expired`] or [`GiveUp::Segments`] — the inspector's "uninspectable" policy, which
+//! `--tls-uninspectable drop` turns into a drop.
 
 use std::net::IpAddr;
 
@@ -244,8 +251,8 @@ impl std::fmt::Debug for Reassembler {
 }
 
 impl Reassembler {
-    /// Allocate the table; nothing is allocated after this.
-    pub fn new(limits: Limits) -> Result<Reassembler, LimitsError> {
+    /// Check `limits` without allocating anything (what [`Reassembler::new`] refuses).
+    pub fn validate(limits: Limits) -> Result<(), LimitsError> {
         if limits.max_flows == 0 || limits.max_flows > Limits::MAX_FLOWS {
             return Err(LimitsError::Flows {
                 got: limits.max_flows,
@@ -264,11 +271,18 @@ impl Reassembler {
         if limits.timeout_ms == 0 {
             return Err(LimitsError::Timeout);
         }
-        let total = limits
+        limits
             .max_flows
             .checked_mul(limits.max_bytes)
             .filter(|t| *t <= Limits::MAX_TOTAL_BYTES)
             .ok_or(LimitsError::Total)?;
+        Ok(())
+    }
+
+    /// Allocate the table; nothing is allocated after this.
+    pub fn new(limits: Limits) -> Result<Reassembler, LimitsError> {
+        Reassembler::validate(limits)?;
+        let total = limits.max_flows * limits.max_bytes;
         let entries = (0..limits.max_flows)
             .map(|_| Entry {
                 key: None,

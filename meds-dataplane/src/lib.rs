@@ -3,11 +3,12 @@
 //! immutable rule set that the controller streams to it over a Unix socket.
 //!
 //! * The engine, pure and free of tokio/tonic/netlink: [`packet`] (parse hostile bytes),
-//!   [`lists`] (prefix sets, the IP-to-ASN table, ASN and country sets), [`chain`] (the rule
-//!   set of per-list components and its decisions), [`counters`]. Built but not yet in the
-//!   chain (issue 4): [`dns`] (question names and CNAME targets), [`tls`] (ClientHello, SNI,
-//!   JA3, JA4), [`flow`] (bounded reassembly of ClientHellos split over TCP segments) and
-//!   [`lists::domain`] (label-aware domain suffix sets).
+//!   [`lists`] (prefix sets, the IP-to-ASN table, ASN and country sets, label-aware domain
+//!   suffix sets, fingerprint sets), [`chain`] (the rule set of per-list components and its
+//!   decisions), [`counters`], and the payload side: [`dns`] (question names and CNAME
+//!   targets), [`tls`] (ClientHello, SNI, JA3, JA4), [`flow`] (bounded reassembly of
+//!   ClientHellos split over TCP segments) and [`inspect`], the one engine that runs all of
+//!   them for a packet, shared by the worker and `replay`.
 //! * The runtime around it: [`nfqueue`] + [`worker`] (one blocking OS thread per queue, no
 //!   locks, no logging per packet), [`firewall`] (iptables rules), [`policy`] (master copy,
 //!   live rule set, state file), [`sync`] (the gRPC client), [`config`] (flags).
@@ -24,6 +25,7 @@ pub mod counters;
 pub mod dns;
 pub mod firewall;
 pub mod flow;
+pub mod inspect;
 pub mod lists;
 pub mod nfqueue;
 pub mod packet;
@@ -49,6 +51,7 @@ use crate::chain::RuleSet;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::firewall::{Firewall, FirewallError};
+use crate::inspect::Inspector;
 use crate::nfqueue::{NfQueue, NfQueueError};
 use crate::policy::PolicyStore;
 use crate::sync::{SyncClient, SyncConfig};
@@ -77,6 +80,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up payload inspection")]
+    Inspect(#[source] crate::inspect::InspectConfigError),
     #[error("cannot start the control runtime")]
     Runtime(#[source] std::io::Error),
     #[error("the worker for queue {0} stopped unexpectedly")]
@@ -125,18 +130,18 @@ pub fn run(
     };
 
     let counters = Arc::new(Counters::new());
+    let inspector = Inspector::new(config.inspect).map_err(RunError::Inspect)?;
     let (worker_done_tx, worker_done_rx) = oneshot::channel::<()>();
     let worker = {
         let live = Arc::clone(&live);
         let counters = Arc::clone(&counters);
         let stop = Arc::clone(&running.stop);
-        let unparsable = config.unparsable;
         thread::Builder::new()
             .name(format!("meds-queue-{queue_num}"))
             .spawn(move || {
                 // Dropped when the worker returns or unwinds: tells the runtime it ended.
                 let _done = worker_done_tx;
-                worker::run(queue, live, counters, unparsable, stop);
+                worker::run(queue, live, counters, inspector, stop);
             })
             .map_err(|source| RunError::WorkerSpawn { queue_num, source })?
     };

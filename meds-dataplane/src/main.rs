@@ -103,7 +103,12 @@ fn run_replay(args: &ReplayArgs) -> ExitCode {
         }
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
-    let report = replay::replay(file, stdout, &rules, args.unparsable.into());
+    let options = replay::ReplayOptions {
+        unparsable: args.unparsable.into(),
+        uninspectable: args.tls_uninspectable.into(),
+        verify_checksums: args.verify_checksums,
+    };
+    let report = replay::replay(file, stdout, &rules, options);
     eprintln!("meds-dataplane replay: {}", report.summary);
     match report.error {
         None => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! meds-dataplane replay FILE [--sync-socket PATH | --snapshot PATH] [--unparsable accept|drop]
+//!     [--tls-uninspectable accept|drop] [--verify-checksums]
 //! ```
 //! The policy is the controller's current one (`--sync-socket`: connect as a read-only
 //! observer, take the first full snapshot, disconnect — [`fetch_policy`]), an exported state
@@ -15,13 +16,22 @@
 //! "dst_port":51000,"protocol":{"number":6,"name":"tcp"},"sni":null,"ja3":null,
 //! "ja3_hash":null,"ja4":null,"dns_names":[],"verdict":"accept","filter":"empty",
 //! "reason":"default","skipped":null,"errors":[]}`.
-//! `verdict`/`filter`/`reason` are the live chain's labels ([`chain::decide`]). A frame that is
-//! not IPv4/IPv6 (ARP, an unknown link type) is still printed, with `"verdict":null` and the
-//! reason in `skipped`, so that indices stay aligned with the capture. Parse problems of the
-//! DNS or TLS payload (and an unreadable IP header) are listed in `errors`; the verdict is the
-//! one the live chain would give. A ClientHello split over TCP segments is reassembled per
-//! flow with [`flow::Reassembler`] (capture timestamps as the clock) and its `sni`/`ja3`/`ja4`
-//! are reported on the segment that completes it; the earlier segments report none.
+//! Every packet goes through the live engine, an [`Inspector`] in [`Extract::All`] mode: the
+//! same decision as the daemon (the whole chain, steps 1–15, the blocked-flow table, the
+//! `--tls-uninspectable` policy), with every name and fingerprint extracted for the output
+//! even when no list needs them or the source already decided. `verdict`/`filter`/`reason`
+//! are the live chain's labels. A frame that is not IPv4/IPv6 (ARP, an unknown link type) is
+//! still printed, with `"verdict":null` and the reason in `skipped`, so that indices stay
+//! aligned with the capture. Parse problems of the DNS or TLS payload (and an unreadable IP
+//! header, a hello segment not inspected) are listed in `errors`. A ClientHello split over
+//! TCP segments is reassembled per flow (capture timestamps as the clock) and its
+//! `sni`/`ja3`/`ja4` are reported on the segment that completes it; the earlier segments
+//! report none.
+//!
+//! TCP checksums are not verified unless `--verify-checksums` is given: a capture taken on the
+//! sending host holds the partial checksums of checksum offload, which the daemon never sees
+//! (the kernel completes them before queueing a packet), so verifying would hide every hello
+//! of such a capture.
 //!
 //! Captures are read by [`CaptureReader`], a small streaming reader of our own rather than the
 //! `pcap-file` crate: pcap-file 2.x stops advancing on a malformed packet, so a reader loop
@@ -39,17 +49,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etherparse::{LaxSlicedPacket, TransportSlice};
 use meds_proto::pb::{self, controller_message, dataplane_message};
 use meds_proto::sync::{MAX_MESSAGE_BYTES, Stager, SyncError};
 use serde::Serialize;
 
-use crate::chain::{self, Decision, RuleSet, UnparsableVerdict, Verdict};
-use crate::dns::{self, DnsNames, DnsOutcome};
-use crate::flow::{FlowKey, Limits, Offer, Reassembler};
-use crate::packet;
+use crate::chain::{RuleSet, UnparsableVerdict, Verdict};
+use crate::inspect::{Extract, HelloKind, InspectConfig, Inspector, Note, Uninspectable};
 use crate::policy::PolicyState;
-use crate::tls::{self, HelloOutcome, Transport};
 
 /// Largest frame accepted (the largest snapshot length libpcap writes, 256 KiB).
 pub const MAX_FRAME_LEN: usize = 262_144;
@@ -627,8 +633,8 @@ pub enum ReplayError {
     Capture(#[from] CaptureError),
     #[error("cannot write the output")]
     Output(#[source] io::Error),
-    #[error("invalid flow reassembly limits")]
-    Limits(#[source] crate::flow::LimitsError),
+    #[error("invalid inspection settings")]
+    Inspect(#[source] crate::inspect::InspectConfigError),
 }
 
 /// What [`replay`] did: the totals, and the error that stopped it, if any.
@@ -639,35 +645,32 @@ pub struct Report {
     pub error: Option<ReplayError>,
 }
 
-/// Per-replay engine state: the rule set, the flow table and scratch buffers.
+/// How a replay decides, besides the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayOptions {
+    pub unparsable: UnparsableVerdict,
+    pub uninspectable: Uninspectable,
+    /// Inspect TLS segments only when their TCP checksum is valid (the daemon always does).
+    pub verify_checksums: bool,
+}
+
+impl ReplayOptions {
+    /// The daemon's defaults, without checksum verification (see the module docs).
+    pub fn new(unparsable: UnparsableVerdict) -> ReplayOptions {
+        ReplayOptions {
+            unparsable,
+            uninspectable: Uninspectable::Accept,
+            verify_checksums: false,
+        }
+    }
+}
+
+/// Per-replay engine state: the rule set and the live engine's inspector.
 struct Engine<'r> {
     rules: &'r RuleSet,
-    unparsable: UnparsableVerdict,
-    flows: Reassembler,
-    scratch: Vec<u8>,
-    names: DnsNames,
-    /// Monotonic clock for the flow table, from the capture's timestamps.
+    inspector: Inspector,
+    /// Monotonic clock for the flow tables, from the capture's timestamps.
     now_ms: u64,
-}
-
-/// TLS fields of a complete hello.
-struct Hello {
-    sni: Option<String>,
-    ja3: String,
-    ja3_hash: String,
-    ja4: String,
-}
-
-fn hello_fields(outcome: &HelloOutcome<'_>) -> Option<Hello> {
-    match outcome {
-        HelloOutcome::Complete(hello) => Some(Hello {
-            sni: hello.sni.map(str::to_owned),
-            ja3: tls::ja3_string(hello),
-            ja3_hash: tls::ja3_hash(hello).to_string(),
-            ja4: tls::ja4(hello, Transport::Tcp),
-        }),
-        _ => None,
-    }
 }
 
 impl Engine<'_> {
@@ -703,7 +706,8 @@ impl Engine<'_> {
             // Saturating float-to-int conversion; the clock never goes backwards.
             self.now_ms = self.now_ms.max((frame.ts * 1000.0) as u64);
         }
-        let decision: Decision = chain::decide(self.rules, ip, self.unparsable);
+        let outcome = self.inspector.inspect(self.rules, ip, self.now_ms);
+        let decision = outcome.decision;
         rec.verdict = Some(decision.verdict.label());
         rec.filter = Some(decision.filter.label());
         rec.reason = Some(decision.reason.label());
@@ -711,137 +715,52 @@ impl Engine<'_> {
             Verdict::Accept => summary.accepted += 1,
             Verdict::Drop => summary.dropped += 1,
         }
-        let meta = match packet::parse(ip) {
-            Ok(meta) => meta,
-            Err(e) => {
+        if let Some(meta) = outcome.meta {
+            rec.src = Some(meta.src);
+            rec.dst = Some(meta.dst);
+            rec.src_port = meta.src_port;
+            rec.dst_port = meta.dst_port;
+            rec.protocol = Some(Protocol::new(meta.protocol));
+        }
+        let app = self.inspector.app();
+        rec.dns_names = app.dns_names().map(str::to_owned).collect();
+        if !rec.dns_names.is_empty() {
+            summary.dns_packets += 1;
+        }
+        if let Some(kind) = outcome.hello {
+            summary.hellos += 1;
+            if kind == HelloKind::Reassembled {
+                summary.split_hellos += 1;
+            }
+            rec.sni = app.sni.map(str::to_owned);
+            rec.ja3 = app.ja3.map(str::to_owned);
+            rec.ja3_hash = app.ja3_hash.map(|h| h.to_string());
+            rec.ja4 = app.ja4.map(|j| j.to_string());
+        }
+        match outcome.note {
+            None | Some(Note::BlockedFlow) => {}
+            Some(Note::Ip(e)) => {
                 summary.unparsable += 1;
                 rec.errors.push(format!("ip: {e}"));
-                return rec;
             }
-        };
-        rec.src = Some(meta.src);
-        rec.dst = Some(meta.dst);
-        rec.src_port = meta.src_port;
-        rec.dst_port = meta.dst_port;
-        rec.protocol = Some(Protocol::new(meta.protocol));
-        let (Some(src_port), Some(dst_port)) = (meta.src_port, meta.dst_port) else {
-            return rec;
-        };
-        let Ok(sliced) = LaxSlicedPacket::from_ip(ip) else {
-            return rec;
-        };
-        let errors_before = rec.errors.len();
-        match sliced.transport {
-            Some(TransportSlice::Udp(udp)) if dns::is_dns_port(src_port, dst_port) => {
-                self.names.clear();
-                let result = dns::parse(udp.payload(), &mut self.names);
-                self.take_names(result, &mut rec, summary);
-            }
-            Some(TransportSlice::Tcp(tcp)) => {
-                let payload = tcp.payload();
-                if dns::is_dns_port(src_port, dst_port) {
-                    if !payload.is_empty() {
-                        self.names.clear();
-                        let result = dns::parse_tcp(payload, &mut self.names);
-                        self.take_names(result, &mut rec, summary);
+            Some(note) => {
+                summary.payload_errors += 1;
+                rec.errors.push(match note {
+                    Note::Dns(e) => format!("dns: {e}"),
+                    Note::Tls(e) => format!("tls: {e}"),
+                    Note::GaveUp(why) => {
+                        summary.hellos_given_up += 1;
+                        format!("tls: split ClientHello abandoned ({why:?})")
                     }
-                } else if !payload.is_empty() {
-                    let key = FlowKey {
-                        src: meta.src,
-                        dst: meta.dst,
-                        src_port,
-                        dst_port,
-                        protocol: meta.protocol,
-                    };
-                    self.tls(key, tcp.sequence_number(), payload, &mut rec, summary);
-                }
+                    Note::BadChecksum => "tcp: bad checksum; segment not inspected".to_owned(),
+                    Note::Truncated => {
+                        "tcp: segment cut off by the capture; not inspected".to_owned()
+                    }
+                    Note::Ip(_) | Note::BlockedFlow => String::new(),
+                });
             }
-            _ => {}
-        }
-        if rec.errors.len() > errors_before {
-            summary.payload_errors += 1;
         }
         rec
-    }
-
-    fn take_names(
-        &self,
-        result: Result<DnsOutcome, dns::DnsError>,
-        rec: &mut Record,
-        summary: &mut Summary,
-    ) {
-        match result {
-            Ok(DnsOutcome::NotDns) => {}
-            Ok(DnsOutcome::Names | DnsOutcome::Incomplete { .. }) => {
-                rec.dns_names = self.names.iter().map(|n| n.text.to_owned()).collect();
-                if !rec.dns_names.is_empty() {
-                    summary.dns_packets += 1;
-                }
-            }
-            Err(e) => rec.errors.push(format!("dns: {e}")),
-        }
-    }
-
-    /// Follow the flow module's protocol: offer to a hello in progress, else parse the segment
-    /// alone and start reassembly when it is the start of an incomplete hello.
-    fn tls(
-        &mut self,
-        key: FlowKey,
-        seq: u32,
-        payload: &[u8],
-        rec: &mut Record,
-        summary: &mut Summary,
-    ) {
-        let mut finished = false;
-        let hello = match self.flows.offer(&key, seq, payload, self.now_ms) {
-            Offer::NotTracked => match tls::parse(payload, &mut self.scratch) {
-                Ok(outcome @ HelloOutcome::Complete(_)) => hello_fields(&outcome),
-                Ok(HelloOutcome::Incomplete { .. }) => {
-                    // The first segment alone never completes the hello it starts.
-                    let _ = self.flows.begin(key, seq, payload, self.now_ms);
-                    None
-                }
-                Ok(HelloOutcome::NotTls) => None,
-                Err(e) => {
-                    rec.errors.push(format!("tls: {e}"));
-                    None
-                }
-            },
-            Offer::Buffered => None,
-            Offer::GaveUp(why) => {
-                summary.hellos_given_up += 1;
-                rec.errors
-                    .push(format!("tls: split ClientHello abandoned ({why:?})"));
-                None
-            }
-            Offer::Assembled(bytes) => match tls::parse(bytes, &mut self.scratch) {
-                Ok(outcome @ HelloOutcome::Complete(_)) => {
-                    finished = true;
-                    summary.split_hellos += 1;
-                    hello_fields(&outcome)
-                }
-                Ok(HelloOutcome::Incomplete { .. }) => None,
-                Ok(HelloOutcome::NotTls) => {
-                    finished = true;
-                    None
-                }
-                Err(e) => {
-                    finished = true;
-                    rec.errors.push(format!("tls: {e}"));
-                    None
-                }
-            },
-        };
-        if finished {
-            self.flows.finish(&key);
-        }
-        if let Some(h) = hello {
-            summary.hellos += 1;
-            rec.sni = h.sni;
-            rec.ja3 = Some(h.ja3);
-            rec.ja3_hash = Some(h.ja3_hash);
-            rec.ja4 = Some(h.ja4);
-        }
     }
 }
 
@@ -851,7 +770,7 @@ pub fn replay(
     input: impl Read,
     mut output: impl Write,
     rules: &RuleSet,
-    unparsable: UnparsableVerdict,
+    options: ReplayOptions,
 ) -> Report {
     let mut summary = Summary::default();
     let mut reader = match CaptureReader::new(input) {
@@ -865,22 +784,25 @@ pub fn replay(
         }
     };
     let format = Some(reader.format());
-    let flows = match Reassembler::new(Limits::DEFAULT) {
-        Ok(flows) => flows,
+    let config = InspectConfig {
+        uninspectable: options.uninspectable,
+        verify_checksums: options.verify_checksums,
+        extract: Extract::All,
+        ..InspectConfig::new(options.unparsable)
+    };
+    let inspector = match Inspector::new(config) {
+        Ok(inspector) => inspector,
         Err(e) => {
             return Report {
                 format,
                 summary,
-                error: Some(ReplayError::Limits(e)),
+                error: Some(ReplayError::Inspect(e)),
             };
         }
     };
     let mut engine = Engine {
         rules,
-        unparsable,
-        flows,
-        scratch: Vec::new(),
-        names: DnsNames::default(),
+        inspector,
         now_ms: 0,
     };
     let mut line = Vec::with_capacity(512);

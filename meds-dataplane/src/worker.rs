@@ -2,15 +2,24 @@
 //! logging per packet.
 //!
 //! [`run`] allocates its receive buffer once (the queue's copy range plus 4 KiB of headroom,
-//! at least 64 KiB), then until `stop` is set: receive a datagram (the receive times out about
-//! every 200 ms so `stop` is noticed), and for each queued packet load the current rule set
-//! (an `arc-swap` guard: no lock), decide, send the verdict and count.
+//! at least 64 KiB) and gets an [`Inspector`] built before the thread started (its reassembly
+//! slab and tables are allocated there), then until `stop` is set: receive a datagram (the
+//! receive times out about every 200 ms so `stop` is noticed), and for each queued packet load
+//! the current rule set (an `arc-swap` guard: no lock), run the whole chain on it with the
+//! inspector (source, then DNS names, SNI, JA3, JA4 as the loaded lists need; see
+//! [`crate::inspect`]), send the verdict and count. After each datagram the inspector's counts
+//! are added to the shared counters; about once a second stale reassembly entries are freed.
+//! The clock of the inspector is a monotonic [`Instant`] read once per datagram.
 //!
 //! A per-packet error never ends the loop. What each one becomes:
 //!
 //! | event | verdict | counted as |
 //! |---|---|---|
 //! | packet decided | the decision's | its decision (+ `packets_processed`) |
+//! | DNS payload malformed | the chain's, on the names read before the error | its decision + inspection `dns_error/<kind>` |
+//! | ClientHello malformed, or its reassembly gave up | `--tls-uninspectable` (default accept), `empty`/`uninspectable` | that decision + inspection `tls/uninspectable` |
+//! | ClientHello segment with a bad TCP checksum or cut off by `--copy-range` | the source decision (not inspected) | inspection `tcp/bad_checksum`, `tcp/truncated` |
+//! | later packet of a flow whose hello was dropped | the same drop | that decision + inspection `blocked_flow/hit` |
 //! | verdict could not be sent (retried once on ENOBUFS/ENOMEM/EINTR/EAGAIN) | none: the kernel keeps the packet until the queue closes | `verdict_errors` |
 //! | queue message not decodable, packet id readable | the unparsable policy (default accept), as for a packet without a source address | decision `empty`/`unparsable` |
 //! | queue message not decodable, no packet id | none possible | `recv_errors` |
@@ -27,8 +36,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::chain::{Decision, RuleSet, UnparsableVerdict, decide};
+use crate::chain::{Decision, RuleSet};
 use crate::counters::Counters;
+use crate::inspect::Inspector;
 use crate::nfqueue::{NfQueue, NfQueueError, QueuedPacket, packets};
 
 /// Longest time spent answering already-queued packets after `stop`.
@@ -37,6 +47,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Pause after a receive error that is not a transient buffer shortage.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
+/// How often stale reassembly entries are freed.
+const EXPIRE_INTERVAL_MS: u64 = 1_000;
+
 /// Run the packet loop for `queue` until `stop` is set. Then answers the packets still queued
 /// and returns once a receive times out (about 200 ms of silence), at most [`DRAIN_LIMIT`]
 /// after `stop` was set.
@@ -44,10 +57,12 @@ pub fn run(
     mut queue: NfQueue,
     policy: Arc<ArcSwap<RuleSet>>,
     counters: Arc<Counters>,
-    unparsable: UnparsableVerdict,
+    mut inspector: Inspector,
     stop: Arc<AtomicBool>,
 ) {
     let queue_num = queue.queue_num();
+    let epoch = Instant::now();
+    let mut last_expire_ms = 0u64;
     let mut buf = vec![0u8; queue.recv_buffer_len()];
     tracing::info!(
         queue = queue_num,
@@ -79,8 +94,9 @@ pub fn run(
             }
         };
         let datagram = buf.get(..len).unwrap_or_default();
+        let now_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         for item in packets(datagram) {
-            match step(item, &policy, unparsable) {
+            match step(item, &policy, &mut inspector, now_ms) {
                 Step::Answer {
                     packet_id,
                     decision,
@@ -104,7 +120,13 @@ pub fn run(
                 Step::VerdictError => counters.record_verdict_error(),
             }
         }
+        if now_ms.saturating_sub(last_expire_ms) >= EXPIRE_INTERVAL_MS {
+            inspector.expire(now_ms);
+            last_expire_ms = now_ms;
+        }
+        inspector.flush(&counters);
     }
+    inspector.flush(&counters);
     tracing::info!(queue = queue_num, "packet worker stopped");
 }
 
@@ -122,14 +144,15 @@ enum Step {
 fn step(
     item: Result<QueuedPacket<'_>, NfQueueError>,
     policy: &ArcSwap<RuleSet>,
-    unparsable: UnparsableVerdict,
+    inspector: &mut Inspector,
+    now_ms: u64,
 ) -> Step {
     match item {
         Ok(packet) => {
             let rules = policy.load();
             Step::Answer {
                 packet_id: packet.packet_id,
-                decision: decide(&rules, packet.payload, unparsable),
+                decision: inspector.inspect(&rules, packet.payload, now_ms).decision,
             }
         }
         Err(NfQueueError::Malformed {
@@ -137,7 +160,7 @@ fn step(
             ..
         }) => Step::Answer {
             packet_id,
-            decision: Decision::unparsable(unparsable),
+            decision: Decision::unparsable(inspector.config().unparsable),
         },
         Err(NfQueueError::Kernel { .. }) => Step::VerdictError,
         Err(_) => Step::RecvError,
@@ -155,7 +178,8 @@ fn is_transient(error: &NfQueueError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::{Filter, Reason, Verdict};
+    use crate::chain::{Filter, Reason, UnparsableVerdict, Verdict};
+    use crate::inspect::InspectConfig;
     use crate::packet::tests::{A4, B4, UDP, udp, v4};
     use meds_proto::{Entry, ListKind};
 
@@ -166,6 +190,10 @@ mod tests {
                 .with_generation(3)
                 .with_list(ListKind::IpBlock, &block),
         )
+    }
+
+    fn inspector(unparsable: UnparsableVerdict) -> Inspector {
+        Inspector::new(InspectConfig::new(unparsable)).unwrap()
     }
 
     fn queued(packet_id: u32, payload: &[u8]) -> Result<QueuedPacket<'_>, NfQueueError> {
@@ -247,7 +275,7 @@ mod tests {
         ];
         for (name, item, want) in cases {
             assert_eq!(
-                step(item, &policy, UnparsableVerdict::Accept),
+                step(item, &policy, &mut inspector(UnparsableVerdict::Accept), 0),
                 want,
                 "{name}"
             );
@@ -258,7 +286,8 @@ mod tests {
     fn a_swapped_rule_set_applies_to_the_next_packet() {
         let policy = blocking("198.51.100.0/24");
         let packet = v4(UDP, A4, B4, &udp(1, 2, b""));
-        let before = step(queued(1, &packet), &policy, UnparsableVerdict::Drop);
+        let mut inspector = inspector(UnparsableVerdict::Drop);
+        let before = step(queued(1, &packet), &policy, &mut inspector, 0);
         assert_eq!(
             before,
             Step::Answer {
@@ -267,7 +296,7 @@ mod tests {
             }
         );
         policy.store(blocking("203.0.113.0/24").load_full());
-        let after = step(queued(2, &packet), &policy, UnparsableVerdict::Drop);
+        let after = step(queued(2, &packet), &policy, &mut inspector, 1);
         assert_eq!(
             after,
             Step::Answer {

@@ -5,8 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use meds_dataplane::chain::{RuleSet, UnparsableVerdict, decide};
+use meds_dataplane::chain::{Reason, RuleSet, UnparsableVerdict, decide};
+use meds_dataplane::flow::Limits;
+use meds_dataplane::inspect::{Extract, InspectConfig, Inspector};
 use meds_proto::{Cidr, pb, sync::Stager};
+use meds_proto::{DomainName, Entry, ListKind};
 use prost::Message;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -37,6 +40,68 @@ fn packet_corpus() {
             assert_ne!(d.reason.label(), "unparsable", "{}", path.display());
         }
     }
+}
+
+/// The same rules, limits and framing as `fuzz/fuzz_targets/inspect.rs`.
+fn inspect_config(extract: Extract) -> InspectConfig {
+    InspectConfig {
+        limits: Limits {
+            max_flows: 4,
+            max_bytes: 4096,
+            max_segments: 4,
+            timeout_ms: 100,
+        },
+        verify_checksums: false,
+        extract,
+        blocked_flows: 8,
+        blocked_flow_ttl_ms: 500,
+        ..InspectConfig::new(UnparsableVerdict::Drop)
+    }
+}
+
+#[test]
+fn inspect_corpus() {
+    let d = |s: &str| Entry::Domain(DomainName::parse_user(s).unwrap());
+    let rules = RuleSet::empty()
+        .with_list(ListKind::DomainAllow, &[d("ok.example.com")])
+        .with_list(ListKind::DomainBlock, &[d("example.com"), d("google.com")])
+        .with_list(ListKind::FeedStevenBlack, &[d("ads.test")])
+        .with_list(
+            ListKind::Ja3Block,
+            &[Entry::Ja3(
+                "9d33d8206d4fec4c8b1423c728f4cd3c".parse().unwrap(),
+            )],
+        )
+        .with_list(
+            ListKind::Ja4Block,
+            &[Entry::Ja4(
+                "t13d1516h2_8daaf6152771_02713d6af862".parse().unwrap(),
+            )],
+        );
+    let mut drops = 0;
+    for (path, data) in corpus("inspect") {
+        let mut live = Inspector::new(inspect_config(Extract::Needed)).unwrap();
+        let mut replay = Inspector::new(inspect_config(Extract::All)).unwrap();
+        let mut rest = &data[..];
+        let mut now = 0u64;
+        while let [hi, lo, step, tail @ ..] = rest {
+            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+            let (packet, next) = tail.split_at(len);
+            rest = next;
+            now += u64::from(*step) * 8;
+            let a = live.inspect(&rules, packet, now);
+            let b = replay.inspect(&rules, packet, now);
+            assert_eq!(a.decision, b.decision, "{}", path.display());
+            if meds_dataplane::packet::parse_header(packet).is_ok() {
+                assert_ne!(a.decision.reason, Reason::Unparsable, "{}", path.display());
+            }
+            drops += usize::from(a.decision.verdict == meds_dataplane::chain::Verdict::Drop);
+            live.expire(now);
+            replay.expire(now);
+        }
+    }
+    // The seeds include blocked SNIs and fingerprints: the corpus exercises the drop paths.
+    assert!(drops > 0);
 }
 
 #[test]

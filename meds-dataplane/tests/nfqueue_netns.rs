@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use meds_dataplane::chain::{Decision, RuleSet, UnparsableVerdict, Verdict};
 use meds_dataplane::counters::{Counters, DecisionCount};
+use meds_dataplane::inspect::{InspectConfig, Inspector};
 use meds_dataplane::nfqueue::{NfQueue, NfQueueError, QueueConfig, packets};
 use meds_dataplane::packet::parse;
 use meds_dataplane::worker;
@@ -294,7 +295,9 @@ fn worker_enforces_the_current_rule_set() {
                 Arc::clone(&stop),
             );
             std::thread::spawn(move || {
-                worker::run(queue, policy, counters, UnparsableVerdict::Accept, stop);
+                let inspector =
+                    Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
+                worker::run(queue, policy, counters, inspector, stop);
             })
         };
 

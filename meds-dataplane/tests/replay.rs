@@ -187,7 +187,12 @@ fn pcapng(link: u16, frames: &[Vec<u8>], big: bool) -> Vec<u8> {
 
 fn run(bytes: &[u8], rules: &RuleSet) -> (Vec<Value>, replay::Report) {
     let mut out = Vec::new();
-    let report = replay::replay(bytes, &mut out, rules, UnparsableVerdict::Accept);
+    let report = replay::replay(
+        bytes,
+        &mut out,
+        rules,
+        replay::ReplayOptions::new(UnparsableVerdict::Accept),
+    );
     let lines = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -389,7 +394,7 @@ fn unparsable_ip_gets_the_unparsable_policy() {
         &bytes[..],
         &mut out,
         &RuleSet::empty(),
-        UnparsableVerdict::Drop,
+        replay::ReplayOptions::new(UnparsableVerdict::Drop),
     );
     assert!(report.error.is_none());
     let l: Value = serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
@@ -570,4 +575,106 @@ fn binary_replays_with_a_snapshot_and_refuses_bad_input() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot get the policy"));
+}
+
+fn domain_block(names: &[&str]) -> RuleSet {
+    let entries: Vec<Entry> = names
+        .iter()
+        .map(|n| Entry::Domain(meds_proto::DomainName::parse_user(n).unwrap()))
+        .collect();
+    RuleSet::empty().with_list(ListKind::DomainBlock, &entries)
+}
+
+#[test]
+fn a_blocklisted_sni_is_dropped_on_the_completing_segment_and_stays_dropped() {
+    let (hello, v) = tls_vector();
+    let sni = v["sni"].as_str().unwrap();
+    let parent = sni.split_once('.').unwrap().1;
+    let rules = domain_block(&[parent]);
+    let cut = hello.len() / 2;
+    let first = tcp(51000, 443, 1000, &hello[..cut]);
+    let second = tcp(51000, 443, 1000 + cut as u32, &hello[cut..]);
+    let query = {
+        let fx = fixture("dns/queries.json");
+        let q = fx["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["ip_version"] == 4)
+            .unwrap()
+            .clone();
+        (
+            hex(q["udp_payload_hex"].as_str().unwrap()),
+            q["qname"].as_str().unwrap().to_owned(),
+        )
+    };
+    let frames = vec![
+        ethernet(&first, &[]),
+        ethernet(&second, &[]),
+        ethernet(&second, &[]),
+        ethernet(&tcp(51001, 443, 5, &hello), &[]),
+        ethernet(&udp(40000, 53, &query.0), &[]),
+    ];
+    let lines = run_ok(&pcap(1, &frames), &rules);
+    let labels = |l: &Value| {
+        (
+            l["verdict"].as_str().unwrap().to_owned(),
+            l["filter"].as_str().unwrap().to_owned(),
+            l["reason"].as_str().unwrap().to_owned(),
+        )
+    };
+    let drop = (
+        "drop".to_owned(),
+        "domain".to_owned(),
+        "BlackList".to_owned(),
+    );
+    let accept = (
+        "accept".to_owned(),
+        "empty".to_owned(),
+        "default".to_owned(),
+    );
+    assert_eq!(labels(&lines[0]), accept, "first segment");
+    assert_eq!(lines[0]["sni"], Value::Null);
+    assert_eq!(labels(&lines[1]), drop, "completing segment");
+    assert_eq!(lines[1]["sni"], sni);
+    assert_eq!(lines[1]["ja4"], v["ja4"]);
+    // The retransmission is not a hello on its own; the blocked flow keeps it dropped.
+    assert_eq!(labels(&lines[2]), drop, "retransmission");
+    assert_eq!(lines[2]["sni"], Value::Null);
+    assert_eq!(lines[2]["errors"], serde_json::json!([]));
+    // A whole hello on another flow.
+    assert_eq!(labels(&lines[3]), drop, "single segment");
+    // The query's name is not blocked.
+    assert_eq!(labels(&lines[4]), accept, "dns");
+    assert_eq!(lines[4]["dns_names"], serde_json::json!([query.1]));
+
+    // The same capture with the query's name blocked too.
+    let rules = domain_block(&[parent, &query.1]);
+    let lines = run_ok(&pcap(1, &frames), &rules);
+    assert_eq!(labels(&lines[4]), drop, "blocked dns name");
+
+    // --verify-checksums: these hand-built segments carry no checksum, so the segments that
+    // start a hello are not inspected and say why (and no reassembly starts).
+    let mut out = Vec::new();
+    let options = replay::ReplayOptions {
+        verify_checksums: true,
+        ..replay::ReplayOptions::new(UnparsableVerdict::Accept)
+    };
+    let report = replay::replay(&pcap(1, &frames)[..], &mut out, &rules, options);
+    assert!(report.error.is_none());
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (i, l) in lines[..4].iter().enumerate() {
+        assert_eq!(labels(l), accept, "frame {i}");
+        let errors = if i == 0 || i == 3 {
+            serde_json::json!(["tcp: bad checksum; segment not inspected"])
+        } else {
+            serde_json::json!([])
+        };
+        assert_eq!(l["errors"], errors, "frame {i}");
+    }
+    assert_eq!(report.summary.hellos, 0);
 }

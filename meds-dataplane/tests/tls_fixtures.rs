@@ -9,7 +9,7 @@ use std::path::Path;
 
 use meds_dataplane::tls::client_hello::{ClientHelloError, MAX_HELLO_LEN, parse_body};
 use meds_dataplane::tls::{
-    ClientHello, HelloOutcome, Transport, ja3_hash, ja3_string, ja4, ja4_r, parse,
+    ClientHello, HelloOutcome, Ja4Builder, Transport, ja3_hash, ja3_string, ja4, ja4_r, parse,
 };
 use proptest::prelude::*;
 
@@ -803,4 +803,25 @@ fn fuzz_corpus_replays_without_panicking() {
     }
     // The seeds include the fixture hellos, so some inputs must still parse.
     assert!(complete > 0, "no corpus input parsed as a ClientHello");
+}
+
+#[test]
+fn the_reusable_ja4_builder_agrees_with_ja4() {
+    let mut builder = Ja4Builder::new();
+    for v in vectors() {
+        let mut scratch = Vec::new();
+        let hello = complete(&v.payload, &mut scratch);
+        for transport in [Transport::Tcp, Transport::Quic, Transport::Dtls] {
+            let fp = builder.fingerprint(&hello, transport).expect(&v.id);
+            assert_eq!(fp.as_str(), ja4(&hello, transport), "{}", v.id);
+            assert_eq!(builder.text(), ja4(&hello, transport), "{}", v.id);
+        }
+        assert_eq!(
+            builder
+                .fingerprint(&hello, Transport::Tcp)
+                .unwrap()
+                .as_str(),
+            v.ja4
+        );
+    }
 }

@@ -34,6 +34,11 @@ pub fn ja3_hash(hello: &ClientHello<'_>) -> Ja3Hash {
     Ja3Hash::from_digest(sink.0.finalize().into())
 }
 
+/// The MD5 of a JA3 string already written (e.g. by [`write_ja3`] into a reused buffer).
+pub fn ja3_hash_of_text(text: &str) -> Ja3Hash {
+    Ja3Hash::from_digest(Md5::digest(text.as_bytes()).into())
+}
+
 /// Write the JA3 string of `hello` into `out`.
 pub fn write_ja3(hello: &ClientHello<'_>, out: &mut impl fmt::Write) -> fmt::Result {
     write!(out, "{},", hello.legacy_version)?;

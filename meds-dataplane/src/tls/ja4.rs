@@ -19,11 +19,12 @@
 //!   are empty c is `000000000000`.
 //! * `ja4_r` has the un-hashed strings in place of b and c (empty when there is nothing).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
+use meds_proto::Ja4;
 use sha2::{Digest, Sha256};
 
-use super::client_hello::{ClientHello, ext};
+use super::client_hello::{ClientHello, MAX_HELLO_LEN, ext};
 use super::is_grease;
 
 /// The transport a ClientHello came over (JA4's first character).
@@ -46,24 +47,93 @@ impl Transport {
 
 const ZERO_HASH: &str = "000000000000";
 
+/// Reusable buffers for [`Ja4Builder::fingerprint`]: after [`Ja4Builder::new`] computing a JA4
+/// never allocates (the value list is sized for the largest hello the parser accepts, the text
+/// buffer for the 36-character result).
+#[derive(Debug, Clone)]
+pub struct Ja4Builder {
+    values: Vec<u16>,
+    text: String,
+}
+
+impl Default for Ja4Builder {
+    fn default() -> Ja4Builder {
+        Ja4Builder::new()
+    }
+}
+
+impl Ja4Builder {
+    pub fn new() -> Ja4Builder {
+        Ja4Builder {
+            // A hello body of MAX_HELLO_LEN bytes cannot hold more u16 values than this.
+            values: Vec::with_capacity(MAX_HELLO_LEN / 2),
+            text: String::with_capacity(64),
+        }
+    }
+
+    /// The JA4 of `hello` as the shared domain type (what the JA4 blocklist holds).
+    pub fn fingerprint(&mut self, hello: &ClientHello<'_>, transport: Transport) -> Option<Ja4> {
+        self.text.clear();
+        write_ja4(hello, transport, &mut self.values, &mut self.text);
+        // Always a valid JA4 (see `write_a`); `None` would only mean a bug here.
+        self.text.parse().ok()
+    }
+
+    /// The text of the last [`Ja4Builder::fingerprint`].
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// The JA4 fingerprint, e.g. `t13d1516h2_8daaf6152771_02713d6af862`.
 pub fn ja4(hello: &ClientHello<'_>, transport: Transport) -> String {
-    let parts = Parts::new(hello);
     let mut out = String::with_capacity(36);
-    write_a(&mut out, hello, transport);
-    out.push('_');
-    if parts.ciphers.is_empty() {
-        out.push_str(ZERO_HASH);
-    } else {
-        push_hash12(&mut out, &parts.ciphers);
-    }
-    out.push('_');
-    if parts.extensions.is_empty() {
-        out.push_str(ZERO_HASH);
-    } else {
-        push_hash12(&mut out, &parts.extensions);
-    }
+    write_ja4(hello, transport, &mut Vec::new(), &mut out);
     out
+}
+
+/// Write the JA4 into `out`, streaming the sorted lists into SHA-256 (no intermediate string);
+/// `values` is scratch space.
+fn write_ja4(
+    hello: &ClientHello<'_>,
+    transport: Transport,
+    values: &mut Vec<u16>,
+    out: &mut String,
+) {
+    write_a(out, hello, transport);
+    out.push('_');
+    values.clear();
+    values.extend(hello.cipher_suites.iter().filter(|v| !is_grease(*v)));
+    values.sort_unstable();
+    if values.is_empty() {
+        out.push_str(ZERO_HASH);
+    } else {
+        let mut sink = ShaSink(Sha256::new());
+        let _ = write_hex_list(&mut sink, values);
+        push_hash12(out, sink.0);
+    }
+    out.push('_');
+    values.clear();
+    values.extend(
+        hello
+            .extensions
+            .types()
+            .filter(|t| !is_grease(*t) && *t != ext::SERVER_NAME && *t != ext::ALPN),
+    );
+    values.sort_unstable();
+    if values.is_empty() && hello.signature_algorithms.is_empty() {
+        out.push_str(ZERO_HASH);
+    } else {
+        let mut sink = ShaSink(Sha256::new());
+        let _ = write_hex_list(&mut sink, values);
+        if !hello.signature_algorithms.is_empty() {
+            sink.0.update(b"_");
+            values.clear();
+            values.extend(hello.signature_algorithms.iter());
+            let _ = write_hex_list(&mut sink, values);
+        }
+        push_hash12(out, sink.0);
+    }
 }
 
 /// The raw JA4 (`ja4_r`): part a, then the sorted cipher list, then the extension and
@@ -119,18 +189,32 @@ impl Parts {
 
 fn hex_list(values: &[u16]) -> String {
     let mut out = String::with_capacity(values.len() * 5);
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{v:04x}");
-    }
+    // Writing into a String cannot fail.
+    let _ = write_hex_list(&mut out, values);
     out
 }
 
-fn push_hash12(out: &mut String, text: &str) {
-    let digest = Sha256::digest(text.as_bytes());
+fn write_hex_list(out: &mut impl fmt::Write, values: &[u16]) -> fmt::Result {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        write!(out, "{v:04x}")?;
+    }
+    Ok(())
+}
+
+struct ShaSink(Sha256);
+
+impl fmt::Write for ShaSink {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn push_hash12(out: &mut String, hasher: Sha256) {
+    let digest = hasher.finalize();
     for b in digest.iter().take(6) {
         // Writing into a String cannot fail.
         let _ = write!(out, "{b:02x}");

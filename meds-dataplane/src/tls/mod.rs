@@ -27,7 +27,7 @@ pub mod ja4;
 
 pub use client_hello::{ClientHello, ClientHelloError, HelloOutcome, U16List, parse};
 pub use ja3::{ja3_hash, ja3_string, write_ja3};
-pub use ja4::{Transport, ja4, ja4_r};
+pub use ja4::{Ja4Builder, Transport, ja4, ja4_r};
 
 /// GREASE values (RFC 8701): `0x?a?a` with both bytes equal (0x0a0a, 0x1a1a, …, 0xfafa).
 /// JA3 and JA4 ignore them in cipher suites, extensions, supported groups and versions.

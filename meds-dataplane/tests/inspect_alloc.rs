@@ -1,0 +1,180 @@
+//! The packet path does not allocate in steady state: a counting global allocator around
+//! [`Inspector::inspect`] (DNS queries, single-segment and split ClientHellos with domain,
+//! JA3 and JA4 lists loaded, blocked-flow hits) after one warm-up round.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use meds_dataplane::chain::{RuleSet, UnparsableVerdict, Verdict};
+use meds_dataplane::inspect::{InspectConfig, Inspector};
+use meds_dataplane::packet::transport_checksum;
+use meds_proto::{DomainName, Entry, ListKind};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CLIENT: [u8; 4] = [203, 0, 113, 7];
+const SERVER: [u8; 4] = [203, 0, 113, 200];
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
+    let total = (20 + l4.len()) as u16;
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    p.extend_from_slice(&CLIENT);
+    p.extend_from_slice(&SERVER);
+    p.extend_from_slice(l4);
+    p
+}
+
+fn tcp(sport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&443u16.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&1u32.to_be_bytes());
+    t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    let sum = transport_checksum(CLIENT.into(), SERVER.into(), 6, &t);
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    ipv4(6, &t)
+}
+
+fn udp53(payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&40000u16.to_be_bytes());
+    u.extend_from_slice(&53u16.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    ipv4(17, &u)
+}
+
+#[test]
+fn inspect_does_not_allocate_in_steady_state() {
+    // The harness itself sees allocations.
+    COUNTING.store(true, Ordering::SeqCst);
+    let probe = std::hint::black_box(vec![1u8; 3]);
+    COUNTING.store(false, Ordering::SeqCst);
+    drop(probe);
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) > 0);
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/tls/clienthellos.json"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vectors = json["vectors"].as_array().unwrap();
+    let hello = hex(vectors[0]["tcp_payload_hex"].as_str().unwrap());
+    let other = hex(vectors[1]["tcp_payload_hex"].as_str().unwrap());
+    let ja3 = vectors[2]["ja3_md5"].as_str().unwrap().parse().unwrap();
+    let ja4 = vectors[3]["ja4"].as_str().unwrap().parse().unwrap();
+    let dns_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/dns/queries.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let query = hex(dns_json["vectors"][0]["udp_payload_hex"].as_str().unwrap());
+
+    let domain = |d: &str| Entry::Domain(DomainName::parse_user(d).unwrap());
+    let rules = RuleSet::empty()
+        .with_list(ListKind::DomainAllow, &[domain("example.org")])
+        .with_list(ListKind::DomainBlock, &[domain("google.com")])
+        .with_list(ListKind::FeedSslblJa3, &[Entry::Ja3(ja3)])
+        .with_list(ListKind::Ja4Block, &[Entry::Ja4(ja4)]);
+    let mut inspector = Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
+
+    // Per round: a DNS query, a whole allowed hello, a split blocked hello on a new flow, a
+    // retransmission of its last segment (a blocked-flow hit).
+    let mut round = |port: u16, now: u64| -> Vec<Verdict> {
+        let packets = [
+            udp53(&query),
+            tcp(port, 1, &other),
+            tcp(port + 1, 1, &hello[..1000]),
+            tcp(port + 1, 1001, &hello[1000..]),
+            tcp(port + 1, 1001, &hello[1000..]),
+        ];
+        COUNTING.store(true, Ordering::SeqCst);
+        let verdicts = packets
+            .iter()
+            .map(|p| inspector.inspect(&rules, p, now).decision.verdict)
+            .collect::<arrayvec_free::Five>();
+        COUNTING.store(false, Ordering::SeqCst);
+        verdicts.0.to_vec()
+    };
+    let want = vec![
+        Verdict::Accept,
+        Verdict::Accept,
+        Verdict::Accept,
+        Verdict::Drop,
+        Verdict::Drop,
+    ];
+    assert_eq!(round(10_000, 0), want);
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    for n in 1..50u16 {
+        assert_eq!(round(10_000 + 2 * n, u64::from(n)), want);
+    }
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "allocations on the packet path"
+    );
+}
+
+/// Collecting five verdicts without a heap allocation.
+mod arrayvec_free {
+    use meds_dataplane::chain::Verdict;
+
+    pub struct Five(pub [Verdict; 5]);
+
+    impl FromIterator<Verdict> for Five {
+        fn from_iter<I: IntoIterator<Item = Verdict>>(iter: I) -> Five {
+            let mut out = [Verdict::Accept; 5];
+            for (slot, v) in out.iter_mut().zip(iter) {
+                *slot = v;
+            }
+            Five(out)
+        }
+    }
+}
