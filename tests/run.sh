@@ -22,8 +22,13 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 meds_require_root "$@"
+# The domain and TLS end-to-end tests (tests/tests/{domains,tls,tshark}.rs) also need a TLS
+# server and clients (openssl s_server/s_client, curl, gnutls-cli), tcpdump for captures and
+# tshark as the reference dissector. tshark installs non-interactively: its debconf question
+# (may non-root users capture?) keeps its default, no.
+MEDS_E2E_PACKAGES="openssl curl gnutls-bin tcpdump tshark"
 # shellcheck disable=SC2086 # word splitting of the package lists is intended
-meds_ensure_packages $MEDS_BUILD_PACKAGES $MEDS_RUN_PACKAGES $MEDS_TEST_PACKAGES
+meds_ensure_packages $MEDS_BUILD_PACKAGES $MEDS_RUN_PACKAGES $MEDS_TEST_PACKAGES $MEDS_E2E_PACKAGES
 meds_find_cargo
 
 target_dir=${CARGO_TARGET_DIR:-$repo/target}

@@ -522,6 +522,75 @@ impl Bed {
         })
     }
 
+    /// Wait until the dataplane has reported dropping packets with `filter`/`reason` (e.g.
+    /// `domain`/`BlackList`): proof that a drop a test saw was that rule's doing. Returns the
+    /// count.
+    pub fn expect_drops_counted(&self, filter: &str, reason: &str) -> Result<u64> {
+        eventually(
+            POLICY_TIMEOUT,
+            &format!("the dataplane reports drops by {filter}/{reason}"),
+            || {
+                let status = self.ctl.status()?;
+                let n = status.decisions("drop", filter, reason);
+                if n == 0 {
+                    bail!(
+                        "no drop by {filter}/{reason} reported: {}",
+                        status.raw["dataplane_stats"]
+                    );
+                }
+                Ok(n)
+            },
+        )
+    }
+
+    /// Point `feed` at `url` and enable it (REST, as an operator would); the controller fetches
+    /// it.
+    pub fn enable_feed(&self, feed: &str, url: &str) -> Result<()> {
+        let body = serde_json::json!({"enabled": true, "url": url}).to_string();
+        let r = self.http(
+            "PATCH",
+            &format!("/v1/feeds/{feed}"),
+            Some(&body),
+            Auth::Valid,
+        )?;
+        if r.status != 200 {
+            bail!("PATCH {feed}: {} {}", r.status, r.body);
+        }
+        Ok(())
+    }
+
+    /// The feed's entry of `medsctl feeds list`.
+    pub fn feed_status(&self, feed: &str) -> Result<serde_json::Value> {
+        let all = self.ctl.json(&["feeds", "list"])?;
+        all["feeds"]
+            .as_array()
+            .and_then(|f| f.iter().find(|x| x["name"] == feed).cloned())
+            .with_context(|| format!("feed {feed} not in {all}"))
+    }
+
+    /// `medsctl feeds update NAME` (waits for the fetch) and the feed's status afterwards.
+    pub fn update_feed(&self, feed: &str) -> Result<serde_json::Value> {
+        let out = self.ctl.run(&["feeds", "update", feed])?;
+        if out.code != Some(0) {
+            bail!("feeds update {feed}: {out:?}");
+        }
+        self.feed_status(feed)
+    }
+
+    /// Wait until the feed has `n` entries, then until the dataplane enforces the controller's
+    /// generation.
+    pub fn wait_feed_entries(&mut self, feed: &str, n: u64) -> Result<()> {
+        eventually(READY_TIMEOUT, &format!("{feed} has {n} entries"), || {
+            let s = self.feed_status(feed)?;
+            if crate::medsctl::field_u64(&s, "entries")? != n {
+                bail!("{s}");
+            }
+            Ok(())
+        })?;
+        self.wait_in_sync()?;
+        Ok(())
+    }
+
     /// One REST request to the controller.
     pub fn http(
         &self,

@@ -18,12 +18,18 @@
 //! [`netns::Netns::enter`]) and from `ip netns exec peer ping`. Every probe times out within one
 //! second; waiting is done with [`eventually::eventually`], never with fixed sleeps.
 //!
+//! The domain and TLS tests add, in the same namespaces: a DNS responder in `fw` ([`dns`]),
+//! `openssl s_server` in `fw` and real TLS clients in `peer` ([`tls`]), and `tcpdump` captures
+//! read by our own pcap reader, `meds-dataplane replay` and `tshark` ([`capture`]).
+//!
 //! Must not: send traffic anywhere but the namespaces it created, or touch the host's rules.
 //! Tests skip (printing why) when not root or when `ip`/`iptables` are missing, unless
 //! `MEDS_E2E_REQUIRE=1` is set (CI sets it), in which case skipping is a failure.
 
 pub mod bed;
 pub mod binaries;
+pub mod capture;
+pub mod dns;
 pub mod eventually;
 pub mod feedserver;
 pub mod host;
@@ -32,6 +38,7 @@ pub mod medsctl;
 pub mod netns;
 pub mod process;
 pub mod stats;
+pub mod tls;
 pub mod topology;
 pub mod traffic;
 pub mod workdir;

@@ -13,18 +13,26 @@ use crate::process::{display_command, run_with_timeout};
 /// Deadline of one medsctl call (add/remove wait about 2 s for the dataplane themselves).
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The two policy lists.
+/// The lists a test changes, by the `medsctl` command that manages them. `whitelist` and
+/// `blacklist` take addresses and domain names alike (medsctl tells them apart by their form);
+/// `ja3` and `ja4` are the fingerprint blocklists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum List {
     Whitelist,
     Blacklist,
+    Ja3,
+    Ja4,
 }
 
 impl List {
+    /// The medsctl command, which is also the `"list"` field of its `list --json` output (for
+    /// addresses).
     pub fn as_str(self) -> &'static str {
         match self {
             List::Whitelist => "whitelist",
             List::Blacklist => "blacklist",
+            List::Ja3 => "ja3",
+            List::Ja4 => "ja4",
         }
     }
 }
@@ -66,6 +74,22 @@ impl Status {
     /// Connected, and the policy it enforces is the current one.
     pub fn in_sync(&self) -> bool {
         self.dataplane_connected && self.applied_generation == self.generation
+    }
+
+    /// Packets the dataplane last reported (it reports about once a second) with this verdict,
+    /// filter and reason (`"drop"`, `"domain"`, `"BlackList"`); 0 when it reported none.
+    pub fn decisions(&self, verdict: &str, filter: &str, reason: &str) -> u64 {
+        self.raw["dataplane_stats"]["decisions"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter(|d| {
+                        d["verdict"] == verdict && d["filter"] == filter && d["reason"] == reason
+                    })
+                    .filter_map(|d| d["packets"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 }
 

@@ -157,6 +157,27 @@ pub fn display_command(cmd: &Command) -> String {
 /// Run a short command with a deadline, capturing its output. Killed (and an error) when it
 /// overruns.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    match run_bounded(cmd, timeout)? {
+        Bounded::Exited(out) => Ok(out),
+        Bounded::Killed { after, .. } => {
+            bail!("`{}` did not finish within {after:?}", display_command(cmd))
+        }
+    }
+}
+
+/// How a command run by [`run_bounded`] ended.
+#[derive(Debug)]
+pub enum Bounded {
+    /// It exited by itself.
+    Exited(Output),
+    /// It overran its deadline and was killed (SIGKILL); `output` is what it printed until then.
+    Killed { output: Output, after: Duration },
+}
+
+/// Run a short command with a deadline, capturing its output; one that overruns is killed, which
+/// is not an error here (for commands that are expected to hang, e.g. a TLS client whose hello
+/// a firewall drops).
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Bounded> {
     let shown = display_command(cmd);
     let child = cmd
         .stdin(Stdio::null())
@@ -173,14 +194,23 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> 
     match rx.recv_timeout(timeout) {
         Ok(out) => {
             let _ = waiter.join();
-            out.with_context(|| format!("wait for {shown}"))
+            Ok(Bounded::Exited(
+                out.with_context(|| format!("wait for {shown}"))?,
+            ))
         }
         Err(_) => {
             // SAFETY: kill(2) has no memory-safety preconditions. The child is not reaped until
             // the waiter thread's wait returns, so the pid still names it.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx
+                .recv()
+                .context("the waiter thread ended without a result")?
+                .with_context(|| format!("wait for {shown}"))?;
             let _ = waiter.join();
-            bail!("`{shown}` did not finish within {:?}", started.elapsed())
+            Ok(Bounded::Killed {
+                output: out,
+                after: started.elapsed(),
+            })
         }
     }
 }
@@ -236,6 +266,26 @@ mod tests {
         assert!(e.contains("bad") && e.contains('3'), "{e}");
         let slow = run_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(200));
         assert!(slow.is_err());
+        // Killed at the deadline, with what it printed before.
+        let hung = run_bounded(
+            Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+            Duration::from_millis(300),
+        )?;
+        match hung {
+            Bounded::Killed { output, after } => {
+                assert_eq!(String::from_utf8_lossy(&output.stdout), "started\n");
+                assert!(after < Duration::from_secs(10), "{after:?}");
+            }
+            Bounded::Exited(out) => panic!("sleep 30 exited: {out:?}"),
+        }
+        let quick = run_bounded(
+            Command::new("sh").args(["-c", "exit 4"]),
+            Duration::from_secs(10),
+        )?;
+        assert!(
+            matches!(&quick, Bounded::Exited(o) if o.status.code() == Some(4)),
+            "{quick:?}"
+        );
         Ok(())
     }
 

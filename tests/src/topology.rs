@@ -119,6 +119,18 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Make the peer send every TCP segment as its own packet. A veth does TCP segmentation
+    /// offload, so a multi-segment write (a large ClientHello) would otherwise cross the pair,
+    /// and show in a capture, as one large packet; with `gso_max_segs 1` the kernel cuts it
+    /// into MSS-sized segments first, as a real NIC would put them on the wire.
+    pub fn segment_on_the_wire(&self) -> Result<()> {
+        self.peer
+            .ip(&["link", "set", "dev", PEER_IF, "gso_max_segs", "1"])?;
+        Ok(())
+    }
+}
+
 /// Fail unless every route is a connected one (no default route, no gateway): nothing a test
 /// sends can leave the two namespaces.
 fn check_connected_routes_only(ns: &Netns) -> Result<()> {

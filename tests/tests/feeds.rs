@@ -9,55 +9,10 @@
 use std::net::IpAddr;
 
 use anyhow::{Result, ensure};
-use meds_e2e::bed::Auth;
+use meds_e2e::Bed;
 use meds_e2e::feedserver::FeedServer;
 use meds_e2e::medsctl::{List, field_u64};
 use meds_e2e::topology::{PEER4, PEER4_ALT, PEER6};
-use meds_e2e::{Bed, eventually};
-use serde_json::Value;
-
-/// Point `feed` at `url` and enable it (REST, as an operator would); the controller fetches it.
-fn enable_feed(bed: &Bed, feed: &str, url: &str) -> Result<()> {
-    let body = serde_json::json!({"enabled": true, "url": url}).to_string();
-    let r = bed.http(
-        "PATCH",
-        &format!("/v1/feeds/{feed}"),
-        Some(&body),
-        Auth::Valid,
-    )?;
-    ensure!(r.status == 200, "PATCH {feed}: {} {}", r.status, r.body);
-    Ok(())
-}
-
-/// `medsctl feeds update NAME` (waits for the fetch) and the feed's status afterwards.
-fn update_feed(bed: &Bed, feed: &str) -> Result<Value> {
-    let out = bed.ctl.run(&["feeds", "update", feed])?;
-    ensure!(out.code == Some(0), "feeds update {feed}: {out:?}");
-    feed_status(bed, feed)
-}
-
-fn feed_status(bed: &Bed, feed: &str) -> Result<Value> {
-    let all = bed.ctl.json(&["feeds", "list"])?;
-    all["feeds"]
-        .as_array()
-        .and_then(|f| f.iter().find(|x| x["name"] == feed).cloned())
-        .ok_or_else(|| anyhow::anyhow!("feed {feed} not in {all}"))
-}
-
-/// The feed has `n` entries and the dataplane applied the controller's generation.
-fn wait_entries(bed: &mut Bed, feed: &str, n: u64) -> Result<()> {
-    eventually(
-        std::time::Duration::from_secs(10),
-        &format!("{feed} has {n} entries"),
-        || {
-            let s = feed_status(bed, feed)?;
-            ensure!(field_u64(&s, "entries")? == n, "{s}");
-            Ok(())
-        },
-    )?;
-    bed.wait_in_sync()?;
-    Ok(())
-}
 
 #[test]
 fn a_feed_blocks_then_releases_and_survives_a_restart_without_its_server() -> Result<()> {
@@ -68,8 +23,8 @@ fn a_feed_blocks_then_releases_and_survives_a_restart_without_its_server() -> Re
             format!("# FireHOL level1 (test)\n198.51.100.0/24\n{PEER4}\n{PEER6}\n"),
         );
         bed.expect_open(IpAddr::V4(PEER4))?;
-        enable_feed(bed, "firehol_level1", &server.url("firehol.netset"))?;
-        wait_entries(bed, "firehol_level1", 3)?;
+        bed.enable_feed("firehol_level1", &server.url("firehol.netset"))?;
+        bed.wait_feed_entries("firehol_level1", 3)?;
         bed.expect_blocked(IpAddr::V4(PEER4))?;
         bed.expect_blocked(IpAddr::V6(PEER6))?;
         bed.expect_open(IpAddr::V4(PEER4_ALT))?;
@@ -87,7 +42,7 @@ fn a_feed_blocks_then_releases_and_survives_a_restart_without_its_server() -> Re
 
         // An update that drops the peer lets it in again (3 → 2 entries: within the shrink limit).
         server.set("firehol.netset", format!("198.51.100.0/24\n{PEER6}\n"));
-        let s = update_feed(bed, "firehol_level1")?;
+        let s = bed.update_feed("firehol_level1")?;
         ensure!(field_u64(&s, "entries")? == 2, "after update: {s}");
         bed.wait_in_sync()?;
         bed.expect_open(IpAddr::V4(PEER4))?;
@@ -98,8 +53,8 @@ fn a_feed_blocks_then_releases_and_survives_a_restart_without_its_server() -> Re
             "firehol.netset",
             format!("198.51.100.0/24\n{PEER4}\n{PEER6}\n"),
         );
-        update_feed(bed, "firehol_level1")?;
-        wait_entries(bed, "firehol_level1", 3)?;
+        bed.update_feed("firehol_level1")?;
+        bed.wait_feed_entries("firehol_level1", 3)?;
         bed.expect_blocked(IpAddr::V4(PEER4))?;
 
         // The feed server goes away and the controller restarts: the persisted copy is enforced
@@ -108,7 +63,7 @@ fn a_feed_blocks_then_releases_and_survives_a_restart_without_its_server() -> Re
         bed.kill_controller()?;
         bed.start_controller()?;
         bed.wait_in_sync()?;
-        let s = feed_status(bed, "firehol_level1")?;
+        let s = bed.feed_status("firehol_level1")?;
         ensure!(field_u64(&s, "entries")? == 3, "after restart: {s}");
         bed.expect_blocked(IpAddr::V4(PEER4))?;
         let out = bed.ctl.run(&["feeds", "update", "firehol_level1"])?;
@@ -132,8 +87,8 @@ fn a_country_or_asn_of_the_ip_to_asn_table_blocks_the_peer() -> Result<()> {
              203.0.113.128/25,64497,DE,Other,Other,other.example\n\
              2001:db8::/32,64498,NL,Six,Six,six.example\n",
         );
-        enable_feed(bed, "iplocate", &server.url("ip-to-asn.csv"))?;
-        wait_entries(bed, "iplocate", 3)?;
+        bed.enable_feed("iplocate", &server.url("ip-to-asn.csv"))?;
+        bed.wait_feed_entries("iplocate", 3)?;
         let check = bed.ctl.json(&["check", &PEER4.to_string()])?;
         ensure!(
             check["asn"] == 64496 && check["country"] == "fr",
