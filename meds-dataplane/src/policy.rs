@@ -1052,18 +1052,27 @@ mod tests {
                     vec![domain("bad.example"), domain("xn--bcher-kva.example")],
                 ),
                 (ListKind::FeedStevenBlack, vec![domain("ads.example")]),
-                (ListKind::FeedSomeoneWhoCares, vec![domain("-track.example")]),
+                (
+                    ListKind::FeedSomeoneWhoCares,
+                    vec![domain("-track.example")],
+                ),
                 (
                     ListKind::FeedSslblJa3,
-                    vec![Entry::Ja3("e7d705a3286e19ea42f587b344ee6865".parse().unwrap())],
+                    vec![Entry::Ja3(
+                        "e7d705a3286e19ea42f587b344ee6865".parse().unwrap(),
+                    )],
                 ),
                 (
                     ListKind::Ja3Block,
-                    vec![Entry::Ja3("6734f37431670b3ab4292b8f60f29984".parse().unwrap())],
+                    vec![Entry::Ja3(
+                        "6734f37431670b3ab4292b8f60f29984".parse().unwrap(),
+                    )],
                 ),
                 (
                     ListKind::Ja4Block,
-                    vec![Entry::Ja4("t13d1516h2_8daaf6152771_02713d6af862".parse().unwrap())],
+                    vec![Entry::Ja4(
+                        "t13d1516h2_8daaf6152771_02713d6af862".parse().unwrap(),
+                    )],
                 ),
             ],
         ));
