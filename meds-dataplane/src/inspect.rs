@@ -309,6 +309,9 @@ pub struct AppFields<'a> {
     pub ja3: Option<&'a str>,
     pub ja3_hash: Option<Ja3Hash>,
     pub ja4: Option<Ja4>,
+    /// The raw JA4 (`ja4_r`: part a, then the un-hashed sorted cipher and extension lists;
+    /// [`Extract::All`] only), for debugging a fingerprint.
+    pub ja4_r: Option<&'a str>,
     names: Option<&'a DnsNames>,
 }
 
@@ -331,6 +334,8 @@ struct Last {
     ja3_text: String,
     has_ja3_text: bool,
     ja4: Option<Ja4>,
+    ja4_r: String,
+    has_ja4_r: bool,
     dns: bool,
 }
 
@@ -339,6 +344,7 @@ impl Last {
         self.sni_len = 0;
         self.ja3_hash = None;
         self.has_ja3_text = false;
+        self.has_ja4_r = false;
         self.ja4 = None;
         self.dns = false;
     }
@@ -403,6 +409,8 @@ impl Inspector {
                 ja3_text: String::with_capacity(1024),
                 has_ja3_text: false,
                 ja4: None,
+                ja4_r: String::new(),
+                has_ja4_r: false,
                 dns: false,
             },
             blocked: BlockedFlows::new(config.blocked_flows, config.blocked_flow_ttl_ms),
@@ -435,6 +443,7 @@ impl Inspector {
                 .then_some(self.last.ja3_text.as_str()),
             ja3_hash: self.last.ja3_hash,
             ja4: self.last.ja4,
+            ja4_r: self.last.has_ja4_r.then_some(self.last.ja4_r.as_str()),
             names: self.last.dns.then_some(&self.names),
         }
     }
@@ -767,6 +776,9 @@ fn take_hello(
         let _ = tls::write_ja3(hello, &mut last.ja3_text);
         last.has_ja3_text = true;
         last.ja3_hash = Some(tls::ja3::ja3_hash_of_text(&last.ja3_text));
+        // Replay only (allocates): the raw JA4 for debugging.
+        last.ja4_r = tls::ja4_r(hello, tls::Transport::Tcp);
+        last.has_ja4_r = true;
     } else if wants_ja3 {
         last.ja3_hash = Some(tls::ja3_hash(hello));
     }

@@ -14,7 +14,7 @@
 //! Output, one line per frame (`index` is the 1-based frame number, as Wireshark counts):
 //! `{"index":1,"ts":1700000000.123456,"src":"203.0.113.7","dst":"…","src_port":443,
 //! "dst_port":51000,"protocol":{"number":6,"name":"tcp"},"sni":null,"ja3":null,
-//! "ja3_hash":null,"ja4":null,"dns_names":[],"verdict":"accept","filter":"empty",
+//! "ja3_hash":null,"ja4":null,"ja4_r":null,"dns_names":[],"verdict":"accept","filter":"empty",
 //! "reason":"default","skipped":null,"errors":[]}`.
 //! Every packet goes through the live engine, an [`Inspector`] in [`Extract::All`] mode: the
 //! same decision as the daemon (the whole chain, steps 1–15, the blocked-flow table, the
@@ -573,6 +573,8 @@ pub struct Record {
     pub ja3: Option<String>,
     pub ja3_hash: Option<String>,
     pub ja4: Option<String>,
+    /// The raw JA4 (`ja4_r`), for debugging a fingerprint.
+    pub ja4_r: Option<String>,
     pub dns_names: Vec<String>,
     pub verdict: Option<&'static str>,
     pub filter: Option<&'static str>,
@@ -687,6 +689,7 @@ impl Engine<'_> {
             ja3: None,
             ja3_hash: None,
             ja4: None,
+            ja4_r: None,
             dns_names: Vec::new(),
             verdict: None,
             filter: None,
@@ -736,6 +739,7 @@ impl Engine<'_> {
             rec.ja3 = app.ja3.map(str::to_owned);
             rec.ja3_hash = app.ja3_hash.map(|h| h.to_string());
             rec.ja4 = app.ja4.map(|j| j.to_string());
+            rec.ja4_r = app.ja4_r.map(str::to_owned);
         }
         match outcome.note {
             None | Some(Note::BlockedFlow) => {}

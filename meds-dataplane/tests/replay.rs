@@ -312,10 +312,11 @@ fn client_hello_in_one_segment_and_split_over_two() {
             assert_eq!(l["ja3"], v["ja3_string"]);
             assert_eq!(l["ja3_hash"], v["ja3_md5"]);
             assert_eq!(l["ja4"], v["ja4"]);
+            assert_eq!(l["ja4_r"], v["ja4_r"]);
             assert_eq!(l["protocol"]["name"], "tcp");
             assert_eq!(l["dst_port"], 443);
         }
-        for field in ["sni", "ja3", "ja3_hash", "ja4"] {
+        for field in ["sni", "ja3", "ja3_hash", "ja4", "ja4_r"] {
             assert_eq!(lines[1][field], Value::Null, "{field} on the first segment");
         }
         assert_eq!(lines[1]["verdict"], "accept");
