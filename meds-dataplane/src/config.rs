@@ -124,6 +124,16 @@ pub struct Args {
         value_parser = BoolishValueParser::new()
     )]
     pub no_queue_bypass: bool,
+    /// Do not make the kernel reassemble IPv6 fragments before they are queued (the rule needs
+    /// the `socket` match, xt_socket). Without reassembly, DNS queries and TLS ClientHellos
+    /// split into IPv6 fragments pass uninspected: only for kernels without xt_socket.
+    #[arg(
+        long,
+        env = "MEDS_NO_IPV6_DEFRAG",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub no_ipv6_defrag: bool,
     /// Verdict for packets without a parseable source address.
     #[arg(long, env = "MEDS_UNPARSABLE", value_enum, default_value_t = Unparsable::Accept)]
     pub unparsable: Unparsable,
@@ -307,6 +317,7 @@ impl Config {
                 chain: args.chain,
                 queue_num: args.queue_num,
                 queue_bypass: !args.no_queue_bypass,
+                ipv6_defrag: !args.no_ipv6_defrag,
             },
             unparsable,
             inspect,
@@ -419,6 +430,7 @@ mod tests {
                 chain: "MEDS".into(),
                 queue_num: 0,
                 queue_bypass: true,
+                ipv6_defrag: true,
             }
         );
         assert_eq!(c.unparsable, UnparsableVerdict::Accept);
@@ -534,6 +546,7 @@ mod tests {
             "65535",
             "--fail-open",
             "--no-queue-bypass",
+            "--no-ipv6-defrag",
             "--unparsable",
             "drop",
             "--chain",
@@ -548,6 +561,7 @@ mod tests {
         assert_eq!(c.rules.queue_num, 65535);
         assert!(c.queue.fail_open);
         assert!(!c.rules.queue_bypass);
+        assert!(!c.rules.ipv6_defrag);
         assert_eq!(c.unparsable, UnparsableVerdict::Drop);
         assert_eq!(c.rules.chain, "my_chain-2");
         assert_eq!(c.log_level, LevelFilter::DEBUG);

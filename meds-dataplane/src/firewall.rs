@@ -1,11 +1,12 @@
 //! The iptables/ip6tables rules that send inbound packets to the NFQUEUE.
 //!
-//! Layout, identical for both families (table `filter`):
+//! Layout (table `filter`), the same for both families except for the marked rule:
 //!
 //! ```text
 //! -N <chain>
 //! -A <chain> -i lo -j RETURN
 //! -A <chain> -m comment --comment meds -j NFQUEUE --queue-num N [--queue-bypass]
+//! -A <chain> -m socket -m comment --comment meds-ipv6-defrag      (ip6tables only)
 //! -I INPUT 1 -m comment --comment meds -j <chain>
 //! ```
 //!
@@ -14,6 +15,26 @@
 //! IPv4 (W1). Loopback is never queued. Installing first removes whatever a crashed run left
 //! behind (every `INPUT` rule that jumps to the chain, then the chain itself), so restarts never
 //! duplicate rules; removing is idempotent (W16).
+//!
+//! ## IPv6 fragments
+//! The dataplane must see whole datagrams: a DNS query or a ClientHello cut into fragments so
+//! that the name lies in a later fragment (which has no UDP/TCP header) would otherwise pass
+//! uninspected. IPv4 needs nothing: `ip_local_deliver` reassembles before the `INPUT` hook.
+//! IPv6 reassembles locally only *after* `INPUT` (the fragment header's protocol handler),
+//! unless the namespace has `nf_defrag_ipv6`, whose PREROUTING hook (priority -400) reassembles
+//! first. The kernel enables it per namespace, reference-counted, for as long as a rule needing
+//! it exists: conntrack matches do, and so does the `socket` match (xt_socket's checkentry). We
+//! use the `socket` match because it enables reassembly *without* connection tracking (no
+//! conntrack table to fill and drop from, no per-flow state), and we append it after the
+//! NFQUEUE rule, which is terminal: the rule is never evaluated (no per-packet cost, no effect
+//! on any verdict); it exists for its side effect while it is loaded. Flushing the chain on
+//! removal drops the reference again. Reassembly follows the same rules as the local stack's
+//! (shared kernel code: overlapping fragments discard the datagram, incomplete ones time out),
+//! under its own limits (`net.netfilter.nf_conntrack_frag6_*`); forwarded IPv6 traffic is
+//! reassembled and re-fragmented on output, as on any host that tracks IPv6 connections. If the
+//! kernel lacks the `socket` match, install fails with [`FirewallError::Ipv6Defrag`];
+//! [`RuleConfig::ipv6_defrag`] = false (`--no-ipv6-defrag`) skips the rule and accepts the
+//! bypass.
 //!
 //! This module runs the `iptables`/`ip6tables` binaries; the argument vectors are built by pure
 //! functions so they can be checked without root. It knows nothing about packets or policy.
@@ -31,6 +52,8 @@ pub const TABLE: &str = "filter";
 pub const HOOK_CHAIN: &str = "INPUT";
 /// How long an iptables command waits for the xtables lock (legacy backend) before failing.
 pub const LOCK_WAIT_SECONDS: &str = "10";
+/// Comment on the IPv6 rule that exists only to enable reassembly (see the module docs).
+pub const DEFRAG_COMMENT: &str = "meds-ipv6-defrag";
 
 /// An address family and the binary that manages its rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +84,9 @@ pub struct RuleConfig {
     pub queue_num: u16,
     /// Add `--queue-bypass`: accept packets while no process is bound to the queue.
     pub queue_bypass: bool,
+    /// Add the IPv6 rule that makes the kernel reassemble fragments before `INPUT` (module
+    /// docs). False lets IPv6 fragments reach the queue one by one, uninspectable.
+    pub ipv6_defrag: bool,
 }
 
 /// Why a firewall change failed. Every variant names the command it ran.
@@ -78,6 +104,13 @@ pub enum FirewallError {
         status: ExitStatus,
         stderr: String,
     },
+    #[error(
+        "cannot make the kernel reassemble IPv6 fragments before INPUT: the ip6tables `socket` \
+         match (xt_socket, CONFIG_NETFILTER_XT_MATCH_SOCKET) is needed, or fragmented IPv6 DNS \
+         queries and TLS ClientHellos would pass uninspected; load xt_socket, or start with \
+         --no-ipv6-defrag to accept that risk"
+    )]
+    Ipv6Defrag(#[source] Box<FirewallError>),
 }
 
 /// Installs and removes the Meds rules for both address families.
@@ -113,6 +146,12 @@ impl Firewall {
     /// Remove stale rules from an earlier run, then install ours, for both families. On failure
     /// everything installed so far is removed again (best effort) before the error is returned.
     pub fn install(&self) -> Result<(), FirewallError> {
+        if !self.rules.ipv6_defrag {
+            tracing::warn!(
+                "IPv6 fragments are not reassembled before inspection (--no-ipv6-defrag): DNS \
+                 queries and TLS ClientHellos split into IPv6 fragments pass uninspected"
+            );
+        }
         for family in Family::ALL {
             if let Err(e) = self.install_family(family) {
                 if let Err(cleanup) = self.remove() {
@@ -125,6 +164,7 @@ impl Firewall {
             chain = %self.rules.chain,
             queue = self.rules.queue_num,
             queue_bypass = self.rules.queue_bypass,
+            ipv6_defrag = self.rules.ipv6_defrag,
             "installed iptables and ip6tables rules"
         );
         Ok(())
@@ -152,8 +192,15 @@ impl Firewall {
 
     fn install_family(&self, family: Family) -> Result<(), FirewallError> {
         self.remove_family(family)?;
-        for args in create_commands(&self.rules) {
-            self.run(family, &args)?;
+        let defrag = with_chain_rule(&self.rules.chain, &defrag_spec());
+        for args in create_commands(&self.rules, family) {
+            self.run(family, &args).map_err(|e| {
+                if args == defrag {
+                    FirewallError::Ipv6Defrag(Box::new(e))
+                } else {
+                    e
+                }
+            })?;
         }
         Ok(())
     }
@@ -256,25 +303,45 @@ pub fn queue_spec(rules: &RuleConfig) -> Vec<String> {
     spec
 }
 
+/// The match of the IPv6 rule that enables reassembly (module docs). No target: were it ever
+/// reached, it would only count the packet.
+pub fn defrag_spec() -> Vec<String> {
+    ["-m", "socket", "-m", "comment", "--comment", DEFRAG_COMMENT]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// `-A chain SPEC...` with the base arguments.
+fn with_chain_rule(chain: &str, spec: &[String]) -> Vec<String> {
+    let mut args = with_base(&["-A", chain]);
+    args.extend(spec.iter().cloned());
+    args
+}
+
 /// `-S` of the whole table: user chains (`-N`) and every rule (`-A`).
 pub fn list_table_args() -> Vec<String> {
     with_base(&["-S"])
 }
 
-/// The commands that create our rules, in order: the chain and its rules first, the jump last,
-/// so no packet enters a half-built chain.
-pub fn create_commands(rules: &RuleConfig) -> Vec<Vec<String>> {
+/// The commands that create our rules for `family`, in order: the chain and its rules first
+/// (for IPv6 the reassembly rule too, so fragments are whole before the first one is
+/// queued), the jump last, so no packet enters a half-built chain.
+pub fn create_commands(rules: &RuleConfig, family: Family) -> Vec<Vec<String>> {
     let chain = rules.chain.as_str();
-    let mut queue = with_base(&["-A", chain]);
-    queue.extend(queue_spec(rules));
     let mut jump = with_base(&["-I", HOOK_CHAIN, "1"]);
     jump.extend(jump_spec(chain));
-    vec![
+    let mut commands = vec![
         with_base(&["-N", chain]),
         with_base(&["-A", chain, "-i", "lo", "-j", "RETURN"]),
-        queue,
-        jump,
-    ]
+        with_chain_rule(chain, &queue_spec(rules)),
+    ];
+    if family == Family::V6 && rules.ipv6_defrag {
+        // After the terminal NFQUEUE rule: loaded (which is what counts), never evaluated.
+        commands.push(with_chain_rule(chain, &defrag_spec()));
+    }
+    commands.push(jump);
+    commands
 }
 
 /// The commands that remove every trace of `chain` found in `listing`: if the chain exists,
@@ -401,37 +468,76 @@ mod tests {
         v.iter().map(|a| a.join(" ")).collect()
     }
 
+    fn rules(queue_num: u16, queue_bypass: bool, ipv6_defrag: bool) -> RuleConfig {
+        RuleConfig {
+            chain: "MEDS".into(),
+            queue_num,
+            queue_bypass,
+            ipv6_defrag,
+        }
+    }
+
     #[test]
-    fn create_commands_with_and_without_bypass() {
+    fn create_commands_per_family_bypass_and_defrag() {
+        const QUEUE_0_BYPASS: &str = "-w 10 -t filter -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 0 --queue-bypass";
+        const QUEUE_MAX: &str =
+            "-w 10 -t filter -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 65535";
+        const DEFRAG: &str =
+            "-w 10 -t filter -A MEDS -m socket -m comment --comment meds-ipv6-defrag";
+        // (rules, family, queue rule, reassembly rule present)
         let cases = [
-            (
-                RuleConfig {
-                    chain: "MEDS".into(),
-                    queue_num: 0,
-                    queue_bypass: true,
-                },
-                "-w 10 -t filter -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 0 --queue-bypass",
-            ),
-            (
-                RuleConfig {
-                    chain: "MEDS".into(),
-                    queue_num: 65535,
-                    queue_bypass: false,
-                },
-                "-w 10 -t filter -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 65535",
-            ),
+            (rules(0, true, true), Family::V4, QUEUE_0_BYPASS, false),
+            (rules(0, true, true), Family::V6, QUEUE_0_BYPASS, true),
+            (rules(65535, false, true), Family::V4, QUEUE_MAX, false),
+            (rules(65535, false, true), Family::V6, QUEUE_MAX, true),
+            (rules(0, true, false), Family::V4, QUEUE_0_BYPASS, false),
+            (rules(0, true, false), Family::V6, QUEUE_0_BYPASS, false),
         ];
-        for (rules, queue_line) in cases {
+        for (rules, family, queue_line, defrag) in cases {
+            let mut want = vec![
+                "-w 10 -t filter -N MEDS",
+                "-w 10 -t filter -A MEDS -i lo -j RETURN",
+                queue_line,
+            ];
+            // After the terminal queue rule (never evaluated), before the jump (reassembly is
+            // on before the first IPv6 packet is queued).
+            if defrag {
+                want.push(DEFRAG);
+            }
+            want.push("-w 10 -t filter -I INPUT 1 -m comment --comment meds -j MEDS");
             assert_eq!(
-                strs(&create_commands(&rules)),
-                vec![
-                    "-w 10 -t filter -N MEDS".to_owned(),
-                    "-w 10 -t filter -A MEDS -i lo -j RETURN".to_owned(),
-                    queue_line.to_owned(),
-                    "-w 10 -t filter -I INPUT 1 -m comment --comment meds -j MEDS".to_owned(),
-                ]
+                strs(&create_commands(&rules, family)),
+                want,
+                "{rules:?} {family:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_defrag_rule_has_no_target_and_is_removed_with_the_chain() {
+        let spec = defrag_spec();
+        assert!(!spec.iter().any(|a| a == "-j" || a == "-g"), "{spec:?}");
+        // What `ip6tables -S` prints for an installed chain: removal flushes and deletes the
+        // chain, so the reassembly rule goes with it and needs no command of its own.
+        let installed = "-P INPUT ACCEPT\n\
+                         -N MEDS\n\
+                         -A INPUT -m comment --comment meds -j MEDS\n\
+                         -A MEDS -i lo -j RETURN\n\
+                         -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 0 --queue-bypass\n\
+                         -A MEDS -m socket -m comment --comment meds-ipv6-defrag\n";
+        let listing = Listing::parse(installed);
+        assert_eq!(
+            listing.rules_of("MEDS").last().map(|r| r.spec.clone()),
+            Some(spec)
+        );
+        assert_eq!(
+            strs(&removal_commands(&listing, "MEDS")),
+            vec![
+                "-w 10 -t filter -D INPUT -m comment --comment meds -j MEDS",
+                "-w 10 -t filter -F MEDS",
+                "-w 10 -t filter -X MEDS",
+            ]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use meds_dataplane::firewall::{Family, Firewall, RuleConfig};
+use meds_dataplane::firewall::{Family, Firewall, FirewallError, RuleConfig};
 
 /// A network namespace that is deleted when dropped, even when the test panics.
 struct Netns {
@@ -83,6 +83,17 @@ fn can_run() -> bool {
 }
 
 const JUMP: &str = "-A INPUT -m comment --comment meds -j MEDSTEST";
+/// The reassembly rule, as `ip6tables -S` prints it.
+const DEFRAG: &str = "-A MEDSTEST -m socket -m comment --comment meds-ipv6-defrag";
+
+/// `-S MEDSTEST` after an install with `queue` as the queue rule (and reassembly on).
+fn expected_chain(family: Family, queue: &str) -> Vec<&str> {
+    let mut lines = vec!["-N MEDSTEST", "-A MEDSTEST -i lo -j RETURN", queue];
+    if family == Family::V6 {
+        lines.push(DEFRAG);
+    }
+    lines
+}
 
 #[test]
 fn install_is_idempotent_first_in_input_and_removal_is_complete() {
@@ -94,6 +105,7 @@ fn install_is_idempotent_first_in_input_and_removal_is_complete() {
         chain: "MEDSTEST".into(),
         queue_num: 7,
         queue_bypass: true,
+        ipv6_defrag: true,
     })
     .with_command_prefix(ns.prefix());
 
@@ -123,11 +135,10 @@ fn install_is_idempotent_first_in_input_and_removal_is_complete() {
         let chain = ns.xt(family, &["-w", "-t", "filter", "-S", "MEDSTEST"]);
         assert_eq!(
             chain.lines().collect::<Vec<_>>(),
-            vec![
-                "-N MEDSTEST",
-                "-A MEDSTEST -i lo -j RETURN",
-                "-A MEDSTEST -m comment --comment meds -j NFQUEUE --queue-num 7 --queue-bypass",
-            ],
+            expected_chain(
+                family,
+                "-A MEDSTEST -m comment --comment meds -j NFQUEUE --queue-num 7 --queue-bypass"
+            ),
             "{}",
             family.binary()
         );
@@ -210,6 +221,7 @@ fn install_cleans_up_after_a_crashed_run() {
         chain: "MEDSTEST".into(),
         queue_num: 9,
         queue_bypass: false,
+        ipv6_defrag: true,
     })
     .with_command_prefix(ns.prefix());
     firewall.install().unwrap();
@@ -223,11 +235,12 @@ fn install_cleans_up_after_a_crashed_run() {
         let chain = ns.xt(family, &["-w", "-t", "filter", "-S", "MEDSTEST"]);
         assert_eq!(
             chain.lines().collect::<Vec<_>>(),
-            vec![
-                "-N MEDSTEST",
-                "-A MEDSTEST -i lo -j RETURN",
-                "-A MEDSTEST -m comment --comment meds -j NFQUEUE --queue-num 9",
-            ]
+            expected_chain(
+                family,
+                "-A MEDSTEST -m comment --comment meds -j NFQUEUE --queue-num 9"
+            ),
+            "{}",
+            family.binary()
         );
     }
     firewall.remove().unwrap();
@@ -252,6 +265,7 @@ fn errors_name_the_command_and_its_stderr() {
         chain: "MEDSTEST".into(),
         queue_num: 0,
         queue_bypass: true,
+        ipv6_defrag: true,
     })
     .with_command_prefix(ns.prefix());
     let err = firewall.remove().unwrap_err().to_string();
@@ -265,4 +279,231 @@ fn errors_name_the_command_and_its_stderr() {
     for family in Family::ALL {
         assert!(ns.input_rules(family).is_empty(), "{}", family.binary());
     }
+}
+
+/// `ip6tables`/`iptables` counter of the `INPUT` rule commented `comment` (`-S -v`).
+fn input_counter(ns: &Netns, family: Family, comment: &str) -> u64 {
+    let listing = ns.xt(family, &["-w", "-t", "filter", "-v", "-S", "INPUT"]);
+    let needle = format!("--comment {comment} ");
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no INPUT rule {comment:?} in {listing}"));
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    let at = tokens.iter().position(|t| *t == "-c").expect("-c in -v -S");
+    tokens[at + 1].parse().unwrap()
+}
+
+/// Counting rules (no target) on top of `INPUT`: fragments, and echo requests (a whole one, or
+/// the first fragment of one).
+fn add_counters(ns: &Netns) {
+    let rules: [(Family, &[&str]); 4] = [
+        (
+            Family::V6,
+            &["-m", "frag", "-m", "comment", "--comment", "frags"],
+        ),
+        (
+            Family::V6,
+            &[
+                "-p",
+                "ipv6-icmp",
+                "--icmpv6-type",
+                "echo-request",
+                "-m",
+                "comment",
+                "--comment",
+                "pings",
+            ],
+        ),
+        (Family::V4, &["-f", "-m", "comment", "--comment", "frags"]),
+        (
+            Family::V4,
+            &[
+                "-p",
+                "icmp",
+                "--icmp-type",
+                "echo-request",
+                "-m",
+                "comment",
+                "--comment",
+                "pings",
+            ],
+        ),
+    ];
+    for (family, spec) in rules {
+        let mut args = vec!["-w", "-I", "INPUT", "1"];
+        args.extend_from_slice(spec);
+        ns.xt(family, &args);
+    }
+}
+
+/// One echo request of 3000 bytes from `from` to `to`: the sender fragments it (MTU 1500).
+fn big_ping(from: &Netns, to: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &from.name, "ping", "-c", "1", "-W", "2"])
+        .args(["-s", "3000", to])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ping -s 3000 {to}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The kernel facts the reassembly rule rests on, checked on the running kernel: IPv4 reaches
+/// `INPUT` whole anyway; IPv6 reaches it in fragments unless our rule is loaded, whole while
+/// it is, and in fragments again once it is removed (the kernel's reference is dropped).
+#[test]
+fn ipv6_fragments_reach_input_whole_only_while_the_rules_are_installed() {
+    if !can_run() {
+        return;
+    }
+    if Command::new("ping").arg("-V").output().is_err() {
+        eprintln!("skipping: `ping` is not installed");
+        return;
+    }
+    let fw = Netns::new("d");
+    let peer = Netns::new("e");
+    let ip = |ns: &Netns, args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["-n", &ns.name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(
+        &fw,
+        &[
+            "link", "add", "fwd0", "type", "veth", "peer", "name", "fwe0", "netns", &peer.name,
+        ],
+    );
+    ip(
+        &fw,
+        &["addr", "add", "2001:db8:7::1/64", "dev", "fwd0", "nodad"],
+    );
+    ip(&fw, &["addr", "add", "198.51.100.1/24", "dev", "fwd0"]);
+    ip(
+        &peer,
+        &["addr", "add", "2001:db8:7::2/64", "dev", "fwe0", "nodad"],
+    );
+    ip(&peer, &["addr", "add", "198.51.100.2/24", "dev", "fwe0"]);
+    for (ns, dev) in [(&fw, "fwd0"), (&peer, "fwe0")] {
+        ip(ns, &["link", "set", "lo", "up"]);
+        ip(ns, &["link", "set", dev, "up"]);
+    }
+    add_counters(&fw);
+    let ping_both = || {
+        big_ping(&peer, "2001:db8:7::1");
+        big_ping(&peer, "198.51.100.1");
+    };
+    let counts = |family| {
+        (
+            input_counter(&fw, family, "frags"),
+            input_counter(&fw, family, "pings"),
+        )
+    };
+
+    ping_both();
+    // A 3000-byte echo is three fragments at MTU 1500. Each passes INPUT on its own (local
+    // reassembly comes after it); the first, which holds the ICMPv6 header, counts as the echo
+    // request.
+    assert_eq!(counts(Family::V6), (3, 1), "IPv6 without our rules");
+    assert_eq!(counts(Family::V4), (0, 1), "IPv4 reassembles before INPUT");
+
+    // Queue number without a listener, with bypass: queued packets are accepted. Our jump
+    // goes to position 1, the counters above it stay in front.
+    let firewall = Firewall::new(RuleConfig {
+        chain: "MEDSTEST".into(),
+        queue_num: 11,
+        queue_bypass: true,
+        ipv6_defrag: true,
+    })
+    .with_command_prefix(fw.prefix());
+    firewall.install().unwrap();
+    add_counters(&fw);
+    ping_both();
+    assert_eq!(counts(Family::V6), (0, 1), "IPv6 with our rules");
+    assert_eq!(counts(Family::V4), (0, 1), "IPv4 with our rules");
+
+    firewall.remove().unwrap();
+    add_counters(&fw);
+    ping_both();
+    assert_eq!(counts(Family::V6), (3, 1), "IPv6 after removal");
+}
+
+/// What a kernel without the `socket` match looks like to us: the rule that uses it fails.
+/// A shell in front of the namespace refuses exactly that command, as ip6tables would.
+const NO_SOCKET_MATCH: &str = r#"case " $* " in
+*" -m socket "*) echo "ip6tables: Couldn't load match \`socket':No such file or directory" >&2; exit 2 ;;
+esac
+exec "$@""#;
+
+#[test]
+fn without_the_socket_match_install_fails_naming_it_and_the_flag() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("f");
+    let prefix = |ns: &Netns| -> Vec<String> {
+        [
+            "sh",
+            "-c",
+            NO_SOCKET_MATCH,
+            "sh",
+            "ip",
+            "netns",
+            "exec",
+            &ns.name,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let rules = RuleConfig {
+        chain: "MEDSTEST".into(),
+        queue_num: 0,
+        queue_bypass: true,
+        ipv6_defrag: true,
+    };
+    let firewall = Firewall::new(rules.clone()).with_command_prefix(prefix(&ns));
+    let err = firewall.install().unwrap_err();
+    let FirewallError::Ipv6Defrag(inner) = &err else {
+        panic!("want Ipv6Defrag, got {err:?}");
+    };
+    let inner = inner.to_string();
+    assert!(
+        inner.contains("ip6tables -w 10 -t filter -A MEDSTEST -m socket"),
+        "{inner}"
+    );
+    assert!(inner.contains("Couldn't load match"), "{inner}");
+    let message = err.to_string();
+    for needle in ["IPv6 fragments", "xt_socket", "--no-ipv6-defrag"] {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
+    // The failed install left nothing behind, in either family.
+    for family in Family::ALL {
+        let all = ns.xt(family, &["-w", "-t", "filter", "-S"]);
+        assert!(!all.contains("MEDSTEST"), "{}: {all}", family.binary());
+    }
+
+    // The operator's override: the same kernel, no reassembly rule, a working install.
+    let firewall = Firewall::new(RuleConfig {
+        ipv6_defrag: false,
+        ..rules
+    })
+    .with_command_prefix(prefix(&ns));
+    firewall.install().unwrap();
+    for family in Family::ALL {
+        assert_eq!(ns.input_rules(family), vec![JUMP.to_owned()]);
+        let chain = ns.xt(family, &["-w", "-t", "filter", "-S", "MEDSTEST"]);
+        assert!(!chain.contains("socket"), "{chain}");
+    }
+    firewall.remove().unwrap();
 }

@@ -32,6 +32,7 @@ pub mod capture;
 pub mod dns;
 pub mod eventually;
 pub mod feedserver;
+pub mod frag;
 pub mod host;
 pub mod http;
 pub mod medsctl;
