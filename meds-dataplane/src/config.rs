@@ -159,7 +159,8 @@ pub struct Args {
     )]
     pub tls_reassembly_timeout_ms: u64,
     /// Verdict for a ClientHello that cannot be inspected (malformed, or its reassembly gave
-    /// up on a limit, the timeout or conflicting retransmitted bytes).
+    /// up on a limit, the timeout or conflicting retransmitted bytes), and for a DNS query over
+    /// TCP whose reassembly gave up. The reassembly limits apply to both.
     #[arg(long, env = "MEDS_TLS_UNINSPECTABLE", value_enum, default_value_t = Uninspectable::Accept)]
     pub tls_uninspectable: Uninspectable,
     /// Where the last applied policy is kept, so a restart enforces it before the controller

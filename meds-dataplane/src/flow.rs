@@ -49,11 +49,17 @@
 //!   offers only segments whose TCP checksum is valid, or a segment that the receiver discards
 //!   could carry a different hello from the one it accepts.
 //!
-//! Known limit: a hello is tracked from the segment that *starts* it. A client that sends a
-//! later segment before the first one (the receiver holds it out of order) gets that segment
-//! past unseen; the first segment then starts a hello that never completes here and ends as
-//! [`GiveUp::Expired`] or [`GiveUp::Segments`] — the inspector's "uninspectable" policy, which
-//! `--tls-uninspectable drop` turns into a drop.
+//! Known limit (an evasion, open): a hello is tracked from the segment that *starts* it. A
+//! client with its own TCP stack that sends a later segment *before* the first one gets it past
+//! unseen (nothing tells it from ordinary mid-stream data without flow state from the SYN);
+//! the receiver holds it out of order, and when the first segment arrives the receiver has the
+//! whole hello while this table starts a hello that can never complete here. It ends as
+//! [`GiveUp::Expired`], [`GiveUp::Segments`] or [`GiveUp::Bytes`] and the uninspectable policy
+//! applies from then on (`--tls-uninspectable drop` blocks the flow's later packets), but the
+//! packets accepted until then may include the client's first request. Closing it needs the
+//! flow's initial sequence number (tracked from the SYN, which the conntrack work of the
+//! offload issue brings), so that early segments can be held from the flow's first byte. The
+//! same holds for DNS messages over TCP, which the inspector reassembles the same way.
 
 use std::net::IpAddr;
 

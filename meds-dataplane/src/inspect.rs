@@ -16,7 +16,11 @@
 //!    JA3 or JA4 list is loaded and no flow is blocked) the packet is done: no payload work.
 //! 3. TCP flows in the blocked-flow table get the decision that blocked them.
 //! 4. DNS (UDP or TCP, port 53 on either side): question names and CNAME targets, only when a
-//!    domain list is loaded. Names read before a parse error are still matched.
+//!    domain list is loaded. Names read before a parse error are still matched. Over TCP, a
+//!    message cut off at the end of a segment is reassembled like a split hello (same table,
+//!    limits, checksum rule and blocked-flow memory): a query split over segments is read
+//!    whole. A query (to port 53) whose reassembly gives up gets the uninspectable policy; a
+//!    response (from port 53) that exceeds the limits (a zone transfer) is accepted, counted.
 //! 5. TLS (any other TCP port): a segment of a hello in reassembly, or a segment that starts a
 //!    ClientHello, is checked first: it must lie wholly in the buffer and carry a valid TCP
 //!    checksum (a segment the receiver discards must not feed the filter a different hello from
@@ -241,7 +245,7 @@ impl InspectEvent {
     }
 
     /// Metric label: a family and an event, e.g. `("dns", "bad_pointer")`,
-    /// `("tls_reassembly", "conflict")`.
+    /// `("tcp_reassembly", "conflict")`.
     pub fn label(self) -> (&'static str, &'static str) {
         match self {
             InspectEvent::DnsMessage => ("dns", "message"),
@@ -253,7 +257,7 @@ impl InspectEvent {
             InspectEvent::HelloReassembled => ("tls", "hello_reassembled"),
             InspectEvent::HelloMalformed => ("tls", "hello_malformed"),
             InspectEvent::HelloUninspectable => ("tls", "uninspectable"),
-            InspectEvent::Reassembly(e) => ("tls_reassembly", e.label()),
+            InspectEvent::Reassembly(e) => ("tcp_reassembly", e.label()),
             InspectEvent::TcpBadChecksum => ("tcp", "bad_checksum"),
             InspectEvent::TcpTruncated => ("tcp", "truncated"),
             InspectEvent::BlockedFlowAdded => ("blocked_flow", "added"),
@@ -354,6 +358,14 @@ impl Last {
     }
 }
 
+/// What the DNS-over-TCP step found.
+enum DnsTcpStep {
+    /// The names read so far are in `names` (possibly none); a note if something was odd.
+    Read(Option<Note>),
+    /// Reassembly of a cut-off message gave up.
+    GaveUp(GiveUp),
+}
+
 /// What the TLS step found.
 enum TlsStep {
     Nothing,
@@ -367,6 +379,8 @@ pub struct Inspector {
     config: InspectConfig,
     flows: Reassembler,
     names: DnsNames,
+    /// The last DNS-over-TCP payload parsed ended in a cut-off message.
+    dns_cut_off: bool,
     /// ClientHello record joining (tls::parse), grows once to at most MAX_HELLO_LEN + 4.
     scratch: Vec<u8>,
     ja4: Ja4Builder,
@@ -400,6 +414,7 @@ impl Inspector {
             config,
             flows,
             names: DnsNames::new(),
+            dns_cut_off: false,
             scratch: Vec::with_capacity(tls::client_hello::MAX_HELLO_LEN + 4),
             ja4: Ja4Builder::new(),
             last: Last {
@@ -559,7 +574,20 @@ impl Inspector {
                 tcp_key = Some(key);
                 if dns::is_dns_port(seg.src_port, seg.dst_port) {
                     if wants_names && !seg.payload.is_empty() {
-                        note = self.dns(seg.payload, true);
+                        match self.dns_tcp(key, &seg, now_ms) {
+                            DnsTcpStep::Read(n) => note = n,
+                            DnsTcpStep::GaveUp(why) => {
+                                note = Some(Note::GaveUp(why));
+                                // A query (towards port 53) that cannot be read gets the
+                                // uninspectable policy: splitting it must not be a way past the
+                                // domain lists. A response (from port 53, on a resolver host)
+                                // may legitimately exceed the reassembly limits (zone
+                                // transfers): it is accepted, counted.
+                                if seg.dst_port == dns::DNS_PORT {
+                                    uninspectable = true;
+                                }
+                            }
+                        }
                     }
                 } else if wants_tls && !seg.payload.is_empty() {
                     match self.tls(key, &seg, now_ms, wants_ja3, wants_ja4) {
@@ -628,8 +656,72 @@ impl Inspector {
         self.counts[InspectEvent::BlockedFlowExpired.index()] += expired;
     }
 
+    /// DNS over TCP, one segment: a message cut off at the end of the segment is reassembled
+    /// like a split ClientHello (same table and limits), so a query split over several
+    /// segments — even one byte per segment — is still read whole. Segments that enter
+    /// reassembly must lie wholly in the buffer and carry a valid checksum, as for TLS.
+    fn dns_tcp(&mut self, key: FlowKey, seg: &TcpSegment<'_>, now_ms: u64) -> DnsTcpStep {
+        let tracked = self.flows.contains(&key);
+        if !tracked {
+            if let Some(note) = self.dns(seg.payload, true) {
+                return DnsTcpStep::Read(Some(note));
+            }
+            if !self.dns_cut_off {
+                return DnsTcpStep::Read(None);
+            }
+        }
+        if !seg.complete {
+            self.bump(InspectEvent::TcpTruncated);
+            return DnsTcpStep::Read(Some(Note::Truncated));
+        }
+        if self.config.verify_checksums && !seg.checksum_ok(key.src, key.dst) {
+            self.bump(InspectEvent::TcpBadChecksum);
+            self.names.clear();
+            self.last.dns = false;
+            return DnsTcpStep::Read(Some(Note::BadChecksum));
+        }
+        let offer = if tracked {
+            self.flows.offer(&key, seg.seq, seg.payload, now_ms)
+        } else {
+            self.flows.begin(key, seg.seq, seg.payload, now_ms)
+        };
+        match offer {
+            // Started (the names of the complete messages in this segment were read above),
+            // or held without growing.
+            Offer::NotTracked | Offer::Buffered => DnsTcpStep::Read(None),
+            Offer::GaveUp(why) => DnsTcpStep::GaveUp(why),
+            // A single segment never completes the message it cuts off.
+            Offer::Assembled(_) if !tracked => DnsTcpStep::Read(None),
+            Offer::Assembled(bytes) => {
+                self.names.clear();
+                let result = dns::parse_tcp(bytes, &mut self.names);
+                let (note, done) = match result {
+                    Ok(DnsOutcome::Incomplete { .. }) => (None, false),
+                    Ok(DnsOutcome::Names) => {
+                        self.bump(InspectEvent::DnsMessage);
+                        (None, true)
+                    }
+                    Ok(DnsOutcome::NotDns) => {
+                        self.bump(InspectEvent::DnsNotDns);
+                        (None, true)
+                    }
+                    Err(e) => {
+                        self.bump(InspectEvent::DnsError(e));
+                        (Some(Note::Dns(e)), true)
+                    }
+                };
+                if done {
+                    self.flows.finish(&key);
+                }
+                self.last.dns = !self.names.is_empty();
+                DnsTcpStep::Read(note)
+            }
+        }
+    }
+
     fn dns(&mut self, payload: &[u8], tcp: bool) -> Option<Note> {
         self.names.clear();
+        self.dns_cut_off = false;
         let result = if tcp {
             dns::parse_tcp(payload, &mut self.names)
         } else {
@@ -646,6 +738,7 @@ impl Inspector {
             }
             Ok(DnsOutcome::Incomplete { .. }) => {
                 self.bump(InspectEvent::DnsIncomplete);
+                self.dns_cut_off = true;
                 None
             }
             Err(e) => {
@@ -1152,6 +1245,108 @@ mod tests {
         assert_eq!(out.decision, Decision::DOMAIN_BLACKLISTED);
         assert_eq!(out.note, Some(Note::Dns(DnsError::Truncated)));
         assert_eq!(i.count(InspectEvent::DnsError(DnsError::Truncated)), 1);
+    }
+
+    /// A TCP segment from the client (port 40 002) to port 53, or back when `response`.
+    fn tcp_dns4(seq: u32, payload: &[u8], response: bool) -> Vec<u8> {
+        let mut t = tcp_segment(A4.into(), B4.into(), 40_002, seq, payload);
+        let (sport, dport) = if response {
+            (53u16, 40_002u16)
+        } else {
+            (40_002, 53)
+        };
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[16..18].copy_from_slice(&[0, 0]);
+        let sum = packet::transport_checksum(A4.into(), B4.into(), TCP, &t);
+        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        v4(TCP, A4, B4, &t)
+    }
+
+    fn framed(names: &[&str]) -> Vec<u8> {
+        let q = dns_query(names);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        framed
+    }
+
+    #[test]
+    fn dns_over_tcp_split_over_segments_is_reassembled() {
+        let rules = rules(vec![(ListKind::DomainBlock, domains(&["bad.com"]))]);
+        let msg = framed(&["www.bad.com"]);
+        // Length prefix alone, then the header, then the question; in order, and with the
+        // later segments swapped (the first must come first: see the module docs).
+        for order in [[0usize, 1, 2], [0, 2, 1]] {
+            let mut i = inspector();
+            let parts = segments(&msg, &[1, 14]);
+            let mut decisions = Vec::new();
+            for &k in &order {
+                let (seq, bytes) = &parts[k];
+                decisions.push(
+                    i.inspect(&rules, &tcp_dns4(1 + seq, bytes, false), 0)
+                        .decision,
+                );
+            }
+            assert_eq!(
+                decisions[..2],
+                [Decision::DEFAULT, Decision::DEFAULT],
+                "{order:?}"
+            );
+            assert_eq!(decisions[2], Decision::DOMAIN_BLACKLISTED, "{order:?}");
+            // A retransmission of the completing segment stays dropped.
+            let (seq, bytes) = &parts[order[2]];
+            let again = i.inspect(&rules, &tcp_dns4(1 + seq, bytes, false), 0);
+            assert_eq!(again.decision, Decision::DOMAIN_BLACKLISTED);
+            assert_eq!(again.note, Some(Note::BlockedFlow));
+        }
+        // Two pipelined queries, the second cut: the first is read at once, the second when
+        // it completes.
+        let mut two = framed(&["good.org"]);
+        two.extend_from_slice(&msg);
+        let cut = framed(&["good.org"]).len() + 5;
+        let mut i = inspector();
+        let first = i.inspect(&rules, &tcp_dns4(1, &two[..cut], false), 0);
+        assert_eq!(first.decision, Decision::DEFAULT);
+        assert_eq!(i.app().dns_names().collect::<Vec<_>>(), ["good.org"]);
+        let rest = i.inspect(&rules, &tcp_dns4(1 + cut as u32, &two[cut..], false), 0);
+        assert_eq!(rest.decision, Decision::DOMAIN_BLACKLISTED);
+        // A bad checksum on a segment that would enter reassembly: not inspected.
+        let mut i = inspector();
+        let mut bad = tcp_dns4(1, &msg[..5], false);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let out = i.inspect(&rules, &bad, 0);
+        assert_eq!(out.note, Some(Note::BadChecksum));
+        assert_eq!(i.count(InspectEvent::TcpBadChecksum), 1);
+    }
+
+    #[test]
+    fn dns_over_tcp_that_cannot_be_reassembled_follows_the_policy_for_queries_only() {
+        let rules = rules(vec![(ListKind::DomainBlock, domains(&["bad.com"]))]);
+        let msg = framed(&["www.bad.com"]);
+        // One byte per segment: more segments than the limit (8).
+        let cuts: Vec<usize> = (1..msg.len()).collect();
+        let parts = segments(&msg, &cuts);
+        for (policy, response, want_last) in [
+            (Uninspectable::Accept, false, Verdict::Accept),
+            (Uninspectable::Drop, false, Verdict::Drop),
+            (Uninspectable::Drop, true, Verdict::Accept),
+        ] {
+            let mut i = inspector_with(|c| c.uninspectable = policy);
+            let mut gave_up = None;
+            for (seq, bytes) in &parts {
+                let out = i.inspect(&rules, &tcp_dns4(1 + seq, bytes, response), 0);
+                if let Some(Note::GaveUp(why)) = out.note {
+                    gave_up = Some((why, out.decision.verdict));
+                    break;
+                }
+            }
+            assert_eq!(
+                gave_up,
+                Some((GiveUp::Segments, want_last)),
+                "{policy:?} response={response}"
+            );
+        }
     }
 
     fn dns4_raw(payload: &[u8]) -> Vec<u8> {

@@ -46,6 +46,19 @@ pub enum Transport {
     Udp,
     /// One query per connection, with the two-byte length prefix of RFC 1035 §4.2.2.
     Tcp,
+    /// As `Tcp`, but the message is written in three TCP segments (the length prefix alone,
+    /// then the DNS header, then the questions), so the name is never in the first one.
+    TcpSplit,
+}
+
+impl Transport {
+    /// What the responder sees: a split TCP query arrives as a TCP query.
+    fn as_received(self) -> Transport {
+        match self {
+            Transport::TcpSplit => Transport::Tcp,
+            t => t,
+        }
+    }
 }
 
 /// One question: a name (as sent, letter case included) and a record type.
@@ -335,7 +348,7 @@ impl Responder {
             return false;
         };
         log.iter().any(|(t, q)| {
-            *t == transport
+            *t == transport.as_received()
                 && q.id == id
                 && q.questions.len() == names.len()
                 && q.questions.iter().zip(names).all(|(q, n)| q.name == *n)
@@ -479,7 +492,8 @@ pub fn ask(
     let query = encode_query(id, questions)?;
     let response = peer.enter(|| match transport {
         Transport::Udp => ask_udp(src, server, &query, id, timeout),
-        Transport::Tcp => ask_tcp(src, server, &query, id, timeout),
+        Transport::Tcp => ask_tcp(src, server, &query, id, timeout, false),
+        Transport::TcpSplit => ask_tcp(src, server, &query, id, timeout, true),
     })??;
     if let Some(r) = &response {
         ensure!(
@@ -530,6 +544,7 @@ fn ask_tcp(
     query: &[u8],
     id: u16,
     timeout: Duration,
+    split: bool,
 ) -> Result<Option<Response>> {
     let socket = bound_socket(src, Type::STREAM, Protocol::TCP)?;
     let to = SockAddr::from(SocketAddr::new(server, PORT));
@@ -542,7 +557,16 @@ fn ask_tcp(
     stream.set_write_timeout(Some(timeout))?;
     let mut framed = (query.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(query);
-    stream.write_all(&framed).context("tcp send")?;
+    if split {
+        // Nagle is off: each write leaves as its own segment; the pause keeps the kernel from
+        // joining them when a write finds the previous one still unsent.
+        for part in [&framed[..2], &framed[2..14], &framed[14..]] {
+            stream.write_all(part).context("tcp send")?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    } else {
+        stream.write_all(&framed).context("tcp send")?;
+    }
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
     let mut buf = [0u8; MAX_MESSAGE];

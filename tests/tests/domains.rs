@@ -175,6 +175,11 @@ fn dns_over_tcp_is_filtered_like_udp() -> Result<()> {
             expect_dropped(bed, &server, Transport::Tcp, src, &["mail.bad.example"])?;
             expect_answered(bed, Transport::Tcp, src, &["good.example"])?;
             expect_answered(bed, Transport::Tcp, src, &["badge.example"])?;
+            // The name in a later segment than the length prefix and the header: the query is
+            // reassembled before it is judged.
+            expect_answered(bed, Transport::TcpSplit, src, &["good.example"])?;
+            expect_dropped(bed, &server, Transport::TcpSplit, src, &["bad.example"])?;
+            expect_dropped(bed, &server, Transport::TcpSplit, src, &["x.bad.example"])?;
         }
         bed.expect_drops_counted("domain", "BlackList")?;
         Ok(())
