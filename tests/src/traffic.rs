@@ -161,11 +161,13 @@ pub fn reach(peer: &Netns, src: IpAddr) -> Result<Reach> {
     })
 }
 
-/// One ICMP echo request from `src` to `dst` inside `peer` (`ping -c1 -W1`): true if answered.
+/// Two ICMP echo requests 200 ms apart from `src` to `dst` inside `peer`
+/// (`ping -c2 -i0.2 -W1`): true if either is answered. One echo lost on a loaded machine must
+/// not read as "blocked"; a blocked peer loses both.
 pub fn ping(peer: &Netns, src: IpAddr, dst: IpAddr) -> Result<bool> {
     let family = if dst.is_ipv4() { "-4" } else { "-6" };
     let mut cmd = peer.command("ping");
-    cmd.args([family, "-n", "-q", "-c", "1", "-W", "1", "-I"])
+    cmd.args([family, "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", "-I"])
         .arg(src.to_string())
         .arg(dst.to_string());
     let out = run_with_timeout(&mut cmd, PROBE_TIMEOUT + Duration::from_secs(4))?;
