@@ -8,11 +8,17 @@
 //! per-entry range lists are allocated there). Lookups scan the table linearly (it is small,
 //! and skipped entirely while no hello is in progress).
 //!
+//! [`FlowTable`] is the inspector's other per-flow memory (blocked flows, fresh flows): a
+//! fixed-capacity map keyed by a seeded hash of the 5-tuple, O(1) per lookup, with a TTL and
+//! oldest-first eviction.
+//!
 //! ## How the inspector uses it
 //! 1. A TCP segment with payload arrives. [`Reassembler::offer`] it first: `NotTracked` means
 //!    no hello is in progress on this flow.
 //! 2. If the TLS parser says the payload *starts* a ClientHello but is `Incomplete`, call
-//!    [`Reassembler::begin`] with it.
+//!    [`Reassembler::begin`] with it. A segment of a flow whose SYN was seen that lies after
+//!    the flow's first byte goes to [`Reassembler::begin_at`] with that first byte as the base
+//!    (see "Segments that arrive before the first one").
 //! 3. Whenever [`Offer::Assembled`] returns bytes, run the TLS parser on them. Complete (or
 //!    definitely not a hello) → decide, then [`Reassembler::finish`] the flow; still
 //!    incomplete → leave the entry, more segments will come.
@@ -22,9 +28,10 @@
 //!    full: expired ones first, then the oldest, counted as [`FlowEvent::Evicted`]).
 //!
 //! ## Segment order, retransmissions, overlaps
-//! Segments are placed by sequence number relative to the first segment's (wrapping
-//! arithmetic), so out-of-order segments are held until the gap is filled ([`Offer::Buffered`],
-//! counted [`FlowEvent::OutOfOrder`]). Bytes before the first segment are ignored. A
+//! Segments are placed by sequence number relative to the entry's base — the first segment's,
+//! or the one given to [`Reassembler::begin_at`] — (wrapping arithmetic), so out-of-order
+//! segments are held until the gap is filled ([`Offer::Buffered`], counted
+//! [`FlowEvent::OutOfOrder`]). Bytes before the base are ignored. A
 //! retransmission that brings nothing new is [`FlowEvent::Duplicate`]. Overlapping bytes must
 //! equal the bytes already held: different data for the same sequence numbers is never
 //! legitimate and is the classic evasion (the filter and the receiver each keep a different
@@ -49,17 +56,29 @@
 //!   offers only segments whose TCP checksum is valid, or a segment that the receiver discards
 //!   could carry a different hello from the one it accepts.
 //!
-//! Known limit (an evasion, open): a hello is tracked from the segment that *starts* it. A
-//! client with its own TCP stack that sends a later segment *before* the first one gets it past
-//! unseen (nothing tells it from ordinary mid-stream data without flow state from the SYN);
-//! the receiver holds it out of order, and when the first segment arrives the receiver has the
-//! whole hello while this table starts a hello that can never complete here. It ends as
+//! ## Segments that arrive before the first one
+//! A hello is normally tracked from the segment that *starts* it. A client with its own TCP
+//! stack can send the later segments *before* the first one: on their own they look like
+//! ordinary mid-stream data, the receiver holds them out of order, and when the first segment
+//! arrives the receiver has the whole hello while a table started from that segment waits
+//! for bytes that already passed. The inspector closes this with the flow's initial sequence
+//! number: it remembers the ISN of every client SYN it sees (a [`FlowTable`] of "fresh"
+//! flows, until the first payload byte at ISN + 1 arrives), and a data segment of a fresh flow
+//! that lies after ISN + 1 starts reassembly anchored there ([`Reassembler::begin_at`]): the
+//! segment at ISN + 1 then completes the message and gets the verdict of the whole of it. The
+//! usual bounds hold from ISN + 1 (`max_bytes`, `max_segments`, `timeout_ms`).
+//!
+//! Known limit (open): a flow whose SYN was not seen or is no longer remembered keeps the old
+//! behaviour — flows open before the dataplane (re)started, a fresh-flow entry evicted (more
+//! than the table's capacity of SYNs since) or expired (the client waited longer than its TTL
+//! between the SYN and its first byte). An attacker can cause the last two on purpose; both
+//! are counted (`fresh_flow` / `evicted`, `expired`). Such a hello ends as
 //! [`GiveUp::Expired`], [`GiveUp::Segments`] or [`GiveUp::Bytes`] and the uninspectable policy
 //! applies from then on (`--tls-uninspectable drop` blocks the flow's later packets), but the
-//! packets accepted until then may include the client's first request. Closing it needs the
-//! flow's initial sequence number (tracked from the SYN, which the conntrack work of the
-//! offload issue brings), so that early segments can be held from the flow's first byte. The
-//! same holds for DNS messages over TCP, which the inspector reassembles the same way.
+//! packets accepted until then may include the client's first request. Closing it entirely
+//! needs per-flow state that outlives the dataplane and that other flows' SYNs cannot push
+//! out (the kernel's connection tracking). The same holds for DNS messages over TCP, which the
+//! inspector reassembles the same way.
 
 use std::net::IpAddr;
 
@@ -341,6 +360,23 @@ impl Reassembler {
     /// A hello already in progress on `key` is restarted. Makes room when the table is full
     /// (an expired entry, else the oldest). An empty payload starts nothing (`NotTracked`).
     pub fn begin(&mut self, key: FlowKey, seq: u32, payload: &[u8], now_ms: u64) -> Offer<'_> {
+        self.begin_at(key, seq, seq, payload, now_ms)
+    }
+
+    /// Start a message on `key` whose first byte has sequence number `base_seq`, with a segment
+    /// at `seq` that may lie anywhere from there (early, out-of-order data: the flow's first
+    /// byte is known from its SYN but has not arrived yet). The segment is placed at its
+    /// offset; the bounds are those of [`Reassembler::begin`], counted from `base_seq` (a
+    /// segment ending beyond `max_bytes` gives up with [`GiveUp::Bytes`]). Bytes before
+    /// `base_seq` are ignored. An empty payload starts nothing (`NotTracked`).
+    pub fn begin_at(
+        &mut self,
+        key: FlowKey,
+        base_seq: u32,
+        seq: u32,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Offer<'_> {
         if payload.is_empty() {
             return Offer::NotTracked;
         }
@@ -356,7 +392,7 @@ impl Reassembler {
         self.next_order += 1;
         let entry = &mut self.entries[idx];
         entry.key = Some(key);
-        entry.base_seq = seq;
+        entry.base_seq = base_seq;
         entry.started_ms = now_ms;
         entry.order = order;
         entry.segments = 0;
@@ -531,6 +567,252 @@ impl Reassembler {
         } else {
             self.bump(FlowEvent::OutOfOrder);
             Offer::Buffered
+        }
+    }
+}
+
+/// How a [`FlowTable`] entry's time to live runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// From the last insert or lookup (every hit refreshes it).
+    Sliding,
+    /// From the last insert only.
+    Fixed,
+}
+
+/// A small per-worker map from [`FlowKey`] to a `Copy` value with a fixed capacity and a time
+/// to live: a FIFO ring in insertion order with an open-addressing index. The ring is a window
+/// of the last `capacity` insertions: a removed entry's position is reused once it reaches the
+/// head, and an entry still live when `capacity` newer ones have been inserted after it is
+/// evicted (the oldest first, counted; expired ones are counted as expired). The index is
+/// keyed keyed by a seeded hash of the 5-tuple
+/// (attacker-chosen keys cannot be made to collide without the seed). Lookups are O(1) and
+/// free when the table is empty; nothing is allocated after [`FlowTable::new`]. The
+/// inspector keeps its blocked flows and its fresh flows (SYN seen, first byte not yet) in it.
+pub struct FlowTable<V> {
+    ring: Box<[Slot<V>]>,
+    head: usize,
+    /// Ring positions in use from `head` (freed ones included until they reach the head).
+    occupied: usize,
+    /// `0` empty, otherwise ring position + 1. A power of two, at least twice the capacity.
+    index: Box<[u32]>,
+    live: usize,
+    ttl_ms: u64,
+    ttl: Ttl,
+    hasher: std::collections::hash_map::RandomState,
+    evicted: u64,
+    expired: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot<V> {
+    entry: Option<(FlowKey, V)>,
+    last_ms: u64,
+}
+
+impl<V> std::fmt::Debug for FlowTable<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.ring.len())
+            .field("live", &self.live)
+            .field("ttl_ms", &self.ttl_ms)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Copy> FlowTable<V> {
+    /// Largest accepted capacity (ring positions must fit the `u32` index).
+    pub const MAX_CAPACITY: usize = 1 << 24;
+
+    /// A table of `capacity` entries (clamped to `1..=MAX_CAPACITY`; callers validate).
+    pub fn new(capacity: usize, ttl_ms: u64, ttl: Ttl) -> FlowTable<V> {
+        let capacity = capacity.clamp(1, Self::MAX_CAPACITY);
+        let slots = (capacity * 2).next_power_of_two();
+        FlowTable {
+            ring: (0..capacity)
+                .map(|_| Slot {
+                    entry: None,
+                    last_ms: 0,
+                })
+                .collect(),
+            head: 0,
+            occupied: 0,
+            index: vec![0; slots].into_boxed_slice(),
+            live: 0,
+            ttl_ms,
+            ttl,
+            hasher: std::collections::hash_map::RandomState::new(),
+            evicted: 0,
+            expired: 0,
+        }
+    }
+
+    /// Live entries (expired ones included until they are reclaimed).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Evictions and expiries since the last call: `(evicted, expired)`.
+    pub fn take_events(&mut self) -> (u64, u64) {
+        let out = (self.evicted, self.expired);
+        self.evicted = 0;
+        self.expired = 0;
+        out
+    }
+
+    fn mask(&self) -> usize {
+        self.index.len() - 1
+    }
+
+    fn home(&self, key: &FlowKey) -> usize {
+        use std::hash::BuildHasher;
+        // Truncation is the point: the low bits pick the slot.
+        (self.hasher.hash_one(key) as usize) & self.mask()
+    }
+
+    fn key_at(&self, pos: usize) -> Option<&FlowKey> {
+        self.ring[pos].entry.as_ref().map(|(k, _)| k)
+    }
+
+    /// Index slot holding `key`, if present.
+    fn find(&self, key: &FlowKey) -> Option<usize> {
+        if self.live == 0 {
+            return None;
+        }
+        let mut slot = self.home(key);
+        loop {
+            let v = self.index[slot];
+            if v == 0 {
+                return None;
+            }
+            if self.key_at((v - 1) as usize) == Some(key) {
+                return Some(slot);
+            }
+            slot = (slot + 1) & self.mask();
+        }
+    }
+
+    fn expired_at(&self, pos: usize, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.ring[pos].last_ms) > self.ttl_ms
+    }
+
+    /// The value of `key`; an expired entry is removed (counted) instead. With
+    /// [`Ttl::Sliding`] a hit refreshes the entry.
+    pub fn get(&mut self, key: &FlowKey, now_ms: u64) -> Option<V> {
+        let slot = self.find(key)?;
+        let pos = (self.index[slot] - 1) as usize;
+        if self.expired_at(pos, now_ms) {
+            self.remove_slot(slot);
+            self.expired += 1;
+            return None;
+        }
+        let entry = &mut self.ring[pos];
+        if self.ttl == Ttl::Sliding {
+            entry.last_ms = entry.last_ms.max(now_ms);
+        }
+        entry.entry.map(|(_, v)| v)
+    }
+
+    /// Set `key` to `value` with a fresh TTL. A new key takes the next ring position; when
+    /// the ring is full its oldest position is freed first (evicted, or expired if its TTL
+    /// ran out).
+    pub fn insert(&mut self, key: FlowKey, value: V, now_ms: u64) {
+        if let Some(slot) = self.find(&key) {
+            let pos = (self.index[slot] - 1) as usize;
+            self.ring[pos] = Slot {
+                entry: Some((key, value)),
+                last_ms: now_ms,
+            };
+            return;
+        }
+        self.trim_head();
+        if self.occupied == self.ring.len() {
+            self.pop_head(now_ms);
+        }
+        let pos = (self.head + self.occupied) % self.ring.len();
+        self.occupied += 1;
+        self.ring[pos] = Slot {
+            entry: Some((key, value)),
+            last_ms: now_ms,
+        };
+        let mut slot = self.home(&key);
+        while self.index[slot] != 0 {
+            slot = (slot + 1) & self.mask();
+        }
+        // INVARIANT: pos < capacity <= MAX_CAPACITY < u32::MAX.
+        self.index[slot] = pos as u32 + 1;
+        self.live += 1;
+    }
+
+    /// Remove `key`; returns its value if it was present (expired or not).
+    pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
+        let slot = self.find(key)?;
+        let pos = (self.index[slot] - 1) as usize;
+        let value = self.ring[pos].entry.map(|(_, v)| v);
+        self.remove_slot(slot);
+        value
+    }
+
+    /// Release the free ring positions at the head (amortised O(1): each position is released
+    /// once per insert).
+    fn trim_head(&mut self) {
+        while self.occupied > 0 && self.ring[self.head].entry.is_none() {
+            self.head = (self.head + 1) % self.ring.len();
+            self.occupied -= 1;
+        }
+    }
+
+    /// Free the oldest ring position (counted as evicted, or expired when its TTL ran out).
+    fn pop_head(&mut self, now_ms: u64) {
+        let pos = self.head;
+        if let Some(key) = self.key_at(pos).copied() {
+            if self.expired_at(pos, now_ms) {
+                self.expired += 1;
+            } else {
+                self.evicted += 1;
+            }
+            match self.find(&key) {
+                Some(slot) => self.remove_slot(slot),
+                // Unreachable (every live position is indexed); keep the counts right anyway.
+                None => {
+                    self.ring[pos].entry = None;
+                    self.live -= 1;
+                }
+            }
+        }
+        self.trim_head();
+    }
+
+    /// Remove an index slot with backward-shift deletion (linear probing stays correct); the
+    /// ring position it pointed to is marked free and reclaimed when it reaches the head.
+    fn remove_slot(&mut self, mut slot: usize) {
+        let pos = (self.index[slot] - 1) as usize;
+        self.ring[pos].entry = None;
+        self.live -= 1;
+        self.index[slot] = 0;
+        self.trim_head();
+        let mask = self.mask();
+        let mut next = (slot + 1) & mask;
+        while self.index[next] != 0 {
+            let npos = (self.index[next] - 1) as usize;
+            let home = self.key_at(npos).map_or(next, |k| self.home(k));
+            // Move `next` back into the hole unless its home lies cyclically in (slot, next].
+            let in_range = if slot <= next {
+                slot < home && home <= next
+            } else {
+                slot < home || home <= next
+            };
+            if !in_range {
+                self.index[slot] = self.index[next];
+                self.index[next] = 0;
+                slot = next;
+            }
+            next = (next + 1) & mask;
         }
     }
 }
@@ -826,6 +1108,131 @@ mod tests {
     fn event_indices_are_dense() {
         for (i, e) in FlowEvent::ALL.iter().enumerate() {
             assert_eq!(e.index(), i);
+        }
+    }
+
+    #[test]
+    fn begin_at_places_early_data_from_the_base() {
+        let mut r = Reassembler::new(limits(4, 1000, 8)).unwrap();
+        let h = hello(30);
+        let base = u32::MAX - 4; // wraps inside the message
+        // The third part first, then the second, then the first byte's segment.
+        assert_eq!(
+            r.begin_at(key(1), base, base.wrapping_add(20), &h[20..], 0),
+            Offer::Buffered
+        );
+        assert_eq!(
+            r.offer(&key(1), base.wrapping_add(10), &h[10..20], 1),
+            Offer::Buffered
+        );
+        assert_eq!(assembled(r.offer(&key(1), base, &h[..10], 2)), h);
+        assert_eq!(r.count(FlowEvent::Started), 1);
+        // A segment straddling the base: its bytes from the base on are the first ones.
+        let mut r = Reassembler::new(limits(4, 1000, 8)).unwrap();
+        assert_eq!(
+            assembled(r.begin_at(key(1), 100, 95, &hello(10), 0)),
+            &hello(10)[5..]
+        );
+        // Bounds from the base: ending exactly at max_bytes is held, one byte more gives up.
+        let mut r = Reassembler::new(limits(4, 1000, 8)).unwrap();
+        assert_eq!(r.begin_at(key(1), 0, 999, &[1], 0), Offer::Buffered);
+        assert_eq!(
+            r.begin_at(key(2), 0, 1000, &[1], 0),
+            Offer::GaveUp(GiveUp::Bytes)
+        );
+        assert!(!r.contains(&key(2)));
+        assert_eq!(r.begin_at(key(3), 0, 5, &[], 0), Offer::NotTracked);
+        assert_eq!(r.count(FlowEvent::Bytes), 1);
+    }
+
+    #[test]
+    fn flow_table_evicts_the_oldest_when_full() {
+        let mut t = FlowTable::new(3, 1_000, Ttl::Sliding);
+        for n in 0..3 {
+            t.insert(key(n), u32::from(n), 0);
+        }
+        t.insert(key(3), 3, 10);
+        assert_eq!(t.take_events(), (1, 0));
+        assert_eq!(t.get(&key(0), 10), None);
+        for n in 1..4 {
+            assert_eq!(t.get(&key(n), 10), Some(u32::from(n)), "{n}");
+        }
+        // Re-inserting replaces instead of duplicating.
+        t.insert(key(2), 20, 20);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.get(&key(2), 20), Some(20));
+        // An expired head is counted as expired, not evicted.
+        t.insert(key(9), 9, 5_000);
+        assert_eq!(t.take_events(), (0, 1));
+        assert_eq!(t.remove(&key(9)), Some(9));
+        assert_eq!(t.remove(&key(9)), None);
+    }
+
+    #[test]
+    fn flow_table_ttl_slides_or_not() {
+        for (ttl, alive_at_1500) in [(Ttl::Sliding, true), (Ttl::Fixed, false)] {
+            let mut t = FlowTable::new(4, 1_000, ttl);
+            t.insert(key(1), 7u32, 0);
+            // Exactly at the TTL: still there (and a sliding TTL restarts).
+            assert_eq!(t.get(&key(1), 1_000), Some(7), "{ttl:?}");
+            assert_eq!(t.get(&key(1), 1_500).is_some(), alive_at_1500, "{ttl:?}");
+            assert_eq!(t.take_events(), (0, u64::from(!alive_at_1500)));
+            // A clock going backwards never expires anything.
+            t.insert(key(2), 8, 5_000);
+            assert_eq!(t.get(&key(2), 10), Some(8));
+        }
+    }
+
+    proptest! {
+        /// The table answers like a naive FIFO model of the same capacity (no TTL).
+        #[test]
+        fn flow_table_matches_a_model(
+            ops in proptest::collection::vec((0u8..3, 0u16..40), 1..400),
+            capacity in 1usize..12,
+        ) {
+            let mut t = FlowTable::new(capacity, u64::MAX / 2, Ttl::Sliding);
+            // Ring positions, oldest first; a removed entry leaves a hole until it is the
+            // oldest.
+            let mut model: std::collections::VecDeque<Option<u16>> = Default::default();
+            let mut evicted = 0;
+            let trim = |m: &mut std::collections::VecDeque<Option<u16>>| {
+                while m.front() == Some(&None) {
+                    m.pop_front();
+                }
+            };
+            for (op, n) in ops {
+                match op {
+                    0 => {
+                        if !model.contains(&Some(n)) {
+                            if model.len() == capacity
+                                && let Some(Some(_)) = model.pop_front()
+                            {
+                                evicted += 1;
+                            }
+                            model.push_back(Some(n));
+                            trim(&mut model);
+                        }
+                        t.insert(key(n), n, 1);
+                    }
+                    1 => {
+                        let got = t.get(&key(n), 1);
+                        prop_assert_eq!(got, model.contains(&Some(n)).then_some(n), "key {}", n);
+                    }
+                    _ => {
+                        let had = model.iter().position(|m| *m == Some(n));
+                        if let Some(i) = had {
+                            model[i] = None;
+                            trim(&mut model);
+                        }
+                        prop_assert_eq!(t.remove(&key(n)), had.map(|_| n));
+                    }
+                }
+                prop_assert_eq!(t.len(), model.iter().flatten().count());
+            }
+            for n in 0..40 {
+                prop_assert_eq!(t.get(&key(n), 1), model.contains(&Some(n)).then_some(n));
+            }
+            prop_assert_eq!(t.take_events(), (evicted, 0));
         }
     }
 

@@ -3,10 +3,11 @@
 //! `meds-dataplane replay`.
 //!
 //! An [`Inspector`] is per worker (and one per replay): it owns the [`Reassembler`] for
-//! ClientHellos split over TCP segments, a [`DnsNames`], the fingerprint scratch buffers and a
-//! bounded table of blocked TCP flows. After [`Inspector::new`] nothing on the packet path
-//! allocates (checked by `tests/inspect_alloc.rs`; only in [`Extract::All`] mode may the JA3
-//! text buffer grow for an unusually long JA3 string), locks, logs or does I/O; the caller
+//! ClientHellos split over TCP segments, a [`DnsNames`], the fingerprint scratch buffers, a
+//! bounded table of blocked TCP flows and one of fresh TCP flows (SYN seen, first byte not
+//! yet). After [`Inspector::new`] nothing on the packet path allocates (checked by
+//! `tests/inspect_alloc.rs`; only in [`Extract::All`] mode may the JA3 text buffer grow for an
+//! unusually long JA3 string), locks, logs or does I/O; the caller
 //! passes a monotonic clock in milliseconds.
 //!
 //! ## Per packet ([`Inspector::inspect`])
@@ -14,7 +15,8 @@
 //!    `unparsable`).
 //! 2. Steps 1–8 on the source. If they decide (or, in [`Extract::Needed`] mode, when no domain,
 //!    JA3 or JA4 list is loaded and no flow is blocked) the packet is done: no payload work.
-//! 3. TCP flows in the blocked-flow table get the decision that blocked them.
+//! 3. TCP flows in the blocked-flow table get the decision that blocked them. A client SYN
+//!    (SYN without ACK) enters the fresh-flow table (see "Fresh flows").
 //! 4. DNS (UDP or TCP, port 53 on either side): question names and CNAME targets, only when a
 //!    domain list is loaded. Names read before a parse error are still matched. Over TCP, a
 //!    message cut off at the end of a segment is reassembled like a split hello (same table,
@@ -33,19 +35,62 @@
 //!    so retransmissions of the dropped segment stay dropped even when they no longer start a
 //!    hello (the last segment of a split hello).
 //!
+//! ## Fresh flows: segments sent before the first one
+//! Steps 4 and 5 track a message from the segment that starts it, so a client with its own TCP
+//! stack could send a hello's (or a DNS query's) later segments first: alone they are
+//! mid-stream data, the receiver holds them, and the first segment then completes a hello the
+//! filter never sees whole. To close this, a client SYN on a flow (only when a domain, JA3 or
+//! JA4 list is loaded, or in [`Extract::All`] mode) records its initial sequence number in a
+//! fixed-capacity table ([`FRESH_FLOWS`] by default, oldest evicted first, counted) with a TTL
+//! from the SYN ([`FRESH_FLOW_TTL_MS`]; a retransmitted SYN restarts it, a new ISN on the same
+//! 5-tuple replaces it). For a data segment that no reassembly tracks, on a fresh flow (the
+//! lookup is skipped while the table is empty):
+//! * at ISN + 1, the first byte: the usual path follows, and the flow stops being fresh if
+//!   the segment is wholly in the buffer with a valid checksum (one the receiver discards must
+//!   not switch the anchoring off);
+//! * after ISN + 1 (or straddling it): early data. It passes the same checks as a hello
+//!   segment (wholly in the buffer, valid checksum; otherwise not inspected and the flow stays
+//!   fresh), then reassembly starts anchored at ISN + 1 ([`Reassembler::begin_at`]) and the
+//!   segment is accepted (the receiver cannot use it before the first bytes arrive). The
+//!   segment at ISN + 1 completes the message and gets the verdict of the whole hello or
+//!   query; bytes that turn out to be no hello (or no DNS) finish the entry with no change of
+//!   verdict. The reassembly limits count from ISN + 1: early data beyond `max_bytes` gives up
+//!   and gets the uninspectable policy;
+//! * wholly before ISN + 1: ignored (counted), the flow stays fresh.
+//!
+//! Data in the SYN itself (TCP Fast Open) starts at ISN + 1 and is inspected as the flow's
+//! first segment, but the flow stays fresh: a server without a valid Fast Open cookie ignores
+//! SYN data and the client sends it again from ISN + 1, so the SYN's data cannot vouch for
+//! what the receiver will assemble. The cost: when the server did accept the SYN data and the
+//! client's next segments arrive within the TTL, they are taken for early data and their
+//! reassembly gives up (the uninspectable policy; accepted by default, counted).
+//!
+//! Early data that cannot be reassembled gets the uninspectable policy like any split hello
+//! (otherwise a few junk segments sent early would switch the anchoring off). Two legitimate
+//! cases can meet it, which matters only with `--tls-uninspectable drop`: a lost first data
+//! segment followed by more than `max_segments` segments (a bulk upload on a port that is
+//! inspected), and a SYN for an established flow's 5-tuple (a spoofed one, or a stack that
+//! reuses the tuple) after which the flow's data lies far from the recorded ISN.
+//!
+//! What remains open is a flow whose SYN was not seen or is no longer remembered: opened
+//! before the dataplane started, evicted by more than [`FRESH_FLOWS`] newer SYNs, or idle
+//! longer than the TTL between its SYN and its first byte. Such a flow keeps the old behaviour
+//! (see [`crate::flow`], "Known limit").
+//!
 //! A hello that cannot be inspected — reassembly gave up (limit, timeout, conflicting
 //! retransmission) or its bytes do not parse — gets the [`Uninspectable`] policy: accept by
 //! default, `empty` / `uninspectable`; `--tls-uninspectable drop` drops it (and blocks the
 //! flow). Malformed DNS is not "uninspectable": its names are matched as far as they were read.
 //!
 //! ## Blocked flows
-//! A fixed-capacity table ([`BLOCKED_FLOWS`] by default) keyed by the 5-tuple as seen (client
-//! to server), with a sliding TTL ([`BLOCKED_FLOW_TTL_MS`], refreshed on every hit, longer than
-//! Linux's largest retransmission timeout of 120 s so a backed-off retransmission still finds
-//! its entry). When it is full the oldest entry is evicted (counted). A flow is never removed
-//! on FIN or RST: an out-of-window RST is ignored by the receiver (RFC 5961) and would
-//! otherwise free the flow for a retransmission. A blocked flow keeps its decision when the
-//! lists change: its hello never reached the server, so the connection cannot recover anyway.
+//! A fixed-capacity [`FlowTable`] ([`BLOCKED_FLOWS`] by default) keyed by the 5-tuple as seen
+//! (client to server), with a sliding TTL ([`BLOCKED_FLOW_TTL_MS`], refreshed on every hit,
+//! longer than Linux's largest retransmission timeout of 120 s so a backed-off retransmission
+//! still finds its entry). When it is full the oldest entry is evicted (counted). A flow is
+//! never removed on FIN or RST: an out-of-window RST is ignored by the receiver (RFC 5961) and
+//! would otherwise free the flow for a retransmission. A blocked flow keeps its decision when
+//! the lists change: its hello never reached the server, so the connection cannot recover
+//! anyway.
 //!
 //! ## Modes
 //! [`Extract::Needed`] (the worker) computes only what the loaded lists can match.
@@ -55,14 +100,14 @@
 //! Counts are kept locally ([`Inspector::counts`]) and added to the shared
 //! [`Counters`] by [`Inspector::flush`], off the per-packet path.
 
-use std::hash::BuildHasher;
-
 use meds_proto::{Ja3Hash, Ja4};
 
 use crate::chain::{AppView, Decision, Filter, Reason, RuleSet, UnparsableVerdict, Verdict};
 use crate::counters::Counters;
 use crate::dns::{self, DnsError, DnsNames, DnsOutcome};
-use crate::flow::{FlowEvent, FlowKey, GiveUp, Limits, LimitsError, Offer, Reassembler};
+use crate::flow::{
+    FlowEvent, FlowKey, FlowTable, GiveUp, Limits, LimitsError, Offer, Reassembler, Ttl,
+};
 use crate::packet::{self, PacketError, PacketMeta, TcpSegment, Transport};
 use crate::tls::{self, ClientHello, ClientHelloError, HelloOutcome, Ja4Builder};
 
@@ -72,6 +117,16 @@ pub const BLOCKED_FLOWS: usize = 4096;
 pub const MAX_BLOCKED_FLOWS: usize = 1 << 20;
 /// Default sliding TTL of a blocked flow: 5 minutes, above Linux's TCP_RTO_MAX (120 s).
 pub const BLOCKED_FLOW_TTL_MS: u64 = 300_000;
+/// Default capacity of the fresh-flow table (SYN seen, first byte not yet): about 1 MiB.
+pub const FRESH_FLOWS: usize = 16_384;
+/// Largest accepted fresh-flow capacity.
+pub const MAX_FRESH_FLOWS: usize = 1 << 20;
+/// Default TTL of a fresh flow, from its (last) SYN: 30 s. It must outlast a slow handshake:
+/// Linux retransmits an unanswered SYN after 1, 3, 7 and 15 s (a retransmitted SYN with the
+/// same ISN restarts it), and a client may open a connection before it has anything to send
+/// (browsers pre-connect). An entry is removed when the flow's first byte arrives, so only
+/// flows that never send data (scans, failed connects) stay for the whole TTL.
+pub const FRESH_FLOW_TTL_MS: u64 = 30_000;
 
 const TCP: u8 = 6;
 const TLS_HANDSHAKE: u8 = 22;
@@ -120,6 +175,10 @@ pub struct InspectConfig {
     pub extract: Extract,
     pub blocked_flows: usize,
     pub blocked_flow_ttl_ms: u64,
+    /// Capacity of the fresh-flow table (client SYN seen, first payload byte not yet).
+    pub fresh_flows: usize,
+    /// TTL of a fresh flow from its SYN.
+    pub fresh_flow_ttl_ms: u64,
 }
 
 impl InspectConfig {
@@ -133,6 +192,8 @@ impl InspectConfig {
             extract: Extract::Needed,
             blocked_flows: BLOCKED_FLOWS,
             blocked_flow_ttl_ms: BLOCKED_FLOW_TTL_MS,
+            fresh_flows: FRESH_FLOWS,
+            fresh_flow_ttl_ms: FRESH_FLOW_TTL_MS,
         }
     }
 }
@@ -146,6 +207,10 @@ pub enum InspectConfigError {
     BlockedFlows(usize),
     #[error("the blocked-flow TTL must be at least 1 ms")]
     BlockedFlowTtl,
+    #[error("the fresh-flow table must hold 1..={MAX_FRESH_FLOWS} flows, got {0}")]
+    FreshFlows(usize),
+    #[error("the fresh-flow TTL must be at least 1 ms")]
+    FreshFlowTtl,
 }
 
 /// Everything an [`Inspector`] counts, besides the decisions.
@@ -183,6 +248,17 @@ pub enum InspectEvent {
     BlockedFlowEvicted,
     /// A blocked flow's TTL ran out.
     BlockedFlowExpired,
+    /// A client SYN anchored a fresh flow at its initial sequence number.
+    FreshFlowAdded,
+    /// A segment of a fresh flow arrived before the flow's first byte: reassembly started
+    /// from the first byte (the out-of-order-first-segment evasion, or network reordering).
+    FreshFlowEarlyData,
+    /// A segment of a fresh flow lying wholly before its first byte, ignored.
+    FreshFlowBeforeIsn,
+    /// A fresh flow was evicted (table full) before its first byte arrived.
+    FreshFlowEvicted,
+    /// A fresh flow's TTL ran out before its first byte arrived.
+    FreshFlowExpired,
 }
 
 const DNS_ERROR_BASE: usize = 4;
@@ -192,7 +268,7 @@ const AFTER_FLOW: usize = FLOW_BASE + FlowEvent::ALL.len();
 
 impl InspectEvent {
     /// Number of distinct events.
-    pub const COUNT: usize = AFTER_FLOW + 6;
+    pub const COUNT: usize = AFTER_FLOW + 11;
 
     /// Every event, in index order.
     pub fn all() -> impl Iterator<Item = InspectEvent> {
@@ -218,6 +294,11 @@ impl InspectEvent {
             InspectEvent::BlockedFlowHit => AFTER_FLOW + 3,
             InspectEvent::BlockedFlowEvicted => AFTER_FLOW + 4,
             InspectEvent::BlockedFlowExpired => AFTER_FLOW + 5,
+            InspectEvent::FreshFlowAdded => AFTER_FLOW + 6,
+            InspectEvent::FreshFlowEarlyData => AFTER_FLOW + 7,
+            InspectEvent::FreshFlowBeforeIsn => AFTER_FLOW + 8,
+            InspectEvent::FreshFlowEvicted => AFTER_FLOW + 9,
+            InspectEvent::FreshFlowExpired => AFTER_FLOW + 10,
         }
     }
 
@@ -240,6 +321,11 @@ impl InspectEvent {
             i if i == AFTER_FLOW + 3 => InspectEvent::BlockedFlowHit,
             i if i == AFTER_FLOW + 4 => InspectEvent::BlockedFlowEvicted,
             i if i == AFTER_FLOW + 5 => InspectEvent::BlockedFlowExpired,
+            i if i == AFTER_FLOW + 6 => InspectEvent::FreshFlowAdded,
+            i if i == AFTER_FLOW + 7 => InspectEvent::FreshFlowEarlyData,
+            i if i == AFTER_FLOW + 8 => InspectEvent::FreshFlowBeforeIsn,
+            i if i == AFTER_FLOW + 9 => InspectEvent::FreshFlowEvicted,
+            i if i == AFTER_FLOW + 10 => InspectEvent::FreshFlowExpired,
             _ => return None,
         })
     }
@@ -264,6 +350,11 @@ impl InspectEvent {
             InspectEvent::BlockedFlowHit => ("blocked_flow", "hit"),
             InspectEvent::BlockedFlowEvicted => ("blocked_flow", "evicted"),
             InspectEvent::BlockedFlowExpired => ("blocked_flow", "expired"),
+            InspectEvent::FreshFlowAdded => ("fresh_flow", "added"),
+            InspectEvent::FreshFlowEarlyData => ("fresh_flow", "early_data"),
+            InspectEvent::FreshFlowBeforeIsn => ("fresh_flow", "before_isn"),
+            InspectEvent::FreshFlowEvicted => ("fresh_flow", "evicted"),
+            InspectEvent::FreshFlowExpired => ("fresh_flow", "expired"),
         }
     }
 }
@@ -366,6 +457,19 @@ enum DnsTcpStep {
     GaveUp(GiveUp),
 }
 
+/// A data segment's place on a fresh flow ([`Inspector::fresh_anchor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// Not a fresh flow: the usual path.
+    No,
+    /// At the flow's first byte: the usual path, and the flow stops being fresh.
+    First,
+    /// Wholly before the flow's first byte: ignored.
+    Before,
+    /// After the first byte (or straddling it): reassembly from `base`, the first byte.
+    Early(u32),
+}
+
 /// What the TLS step found.
 enum TlsStep {
     Nothing,
@@ -385,7 +489,9 @@ pub struct Inspector {
     scratch: Vec<u8>,
     ja4: Ja4Builder,
     last: Last,
-    blocked: BlockedFlows,
+    blocked: FlowTable<Decision>,
+    /// Flows whose client SYN was seen and whose first payload byte was not yet: key → ISN.
+    fresh: FlowTable<u32>,
     counts: [u64; InspectEvent::COUNT],
     flushed: [u64; InspectEvent::COUNT],
 }
@@ -396,6 +502,7 @@ impl std::fmt::Debug for Inspector {
             .field("config", &self.config)
             .field("flows", &self.flows)
             .field("blocked", &self.blocked.len())
+            .field("fresh", &self.fresh.len())
             .finish_non_exhaustive()
     }
 }
@@ -408,6 +515,12 @@ impl Inspector {
         }
         if config.blocked_flow_ttl_ms == 0 {
             return Err(InspectConfigError::BlockedFlowTtl);
+        }
+        if config.fresh_flows == 0 || config.fresh_flows > MAX_FRESH_FLOWS {
+            return Err(InspectConfigError::FreshFlows(config.fresh_flows));
+        }
+        if config.fresh_flow_ttl_ms == 0 {
+            return Err(InspectConfigError::FreshFlowTtl);
         }
         let flows = Reassembler::new(config.limits)?;
         Ok(Inspector {
@@ -428,7 +541,12 @@ impl Inspector {
                 has_ja4_r: false,
                 dns: false,
             },
-            blocked: BlockedFlows::new(config.blocked_flows, config.blocked_flow_ttl_ms),
+            blocked: FlowTable::new(
+                config.blocked_flows,
+                config.blocked_flow_ttl_ms,
+                Ttl::Sliding,
+            ),
+            fresh: FlowTable::new(config.fresh_flows, config.fresh_flow_ttl_ms, Ttl::Fixed),
             counts: [0; InspectEvent::COUNT],
             flushed: [0; InspectEvent::COUNT],
         })
@@ -446,6 +564,12 @@ impl Inspector {
     /// Flows in the blocked-flow table (expired ones included until they are reclaimed).
     pub fn blocked_flows(&self) -> usize {
         self.blocked.len()
+    }
+
+    /// Flows in the fresh-flow table (client SYN seen, first byte not yet; expired ones
+    /// included until they are reclaimed).
+    pub fn fresh_flows(&self) -> usize {
+        self.fresh.len()
     }
 
     /// What the last inspected packet carried: names, SNI, fingerprints (what was extracted).
@@ -556,7 +680,7 @@ impl Inspector {
                     dst_port: seg.dst_port,
                     protocol: TCP,
                 };
-                if let Some(blocked) = self.blocked.hit(&key, now_ms) {
+                if let Some(blocked) = self.blocked.get(&key, now_ms) {
                     self.bump(InspectEvent::BlockedFlowHit);
                     let decision = if by_source == Decision::DEFAULT {
                         blocked
@@ -570,8 +694,15 @@ impl Inspector {
                         note: Some(Note::BlockedFlow),
                     };
                 }
-                self.collect_blocked_events();
+                self.collect_table_events();
                 tcp_key = Some(key);
+                if wants_tls && seg.is_client_syn() {
+                    // Anchor the flow at its ISN (a retransmitted SYN refreshes the entry; a
+                    // new ISN on the same 5-tuple replaces it).
+                    self.fresh.insert(key, seg.seq, now_ms);
+                    self.bump(InspectEvent::FreshFlowAdded);
+                    self.collect_table_events();
+                }
                 if dns::is_dns_port(seg.src_port, seg.dst_port) {
                     if wants_names && !seg.payload.is_empty() {
                         match self.dns_tcp(key, &seg, now_ms) {
@@ -618,7 +749,7 @@ impl Inspector {
         {
             self.blocked.insert(key, decision, now_ms);
             self.bump(InspectEvent::BlockedFlowAdded);
-            self.collect_blocked_events();
+            self.collect_table_events();
         }
         Inspection {
             decision,
@@ -650,10 +781,53 @@ impl Inspector {
         rules.evaluate_app(&view)
     }
 
-    fn collect_blocked_events(&mut self) {
+    fn collect_table_events(&mut self) {
         let (evicted, expired) = self.blocked.take_events();
         self.counts[InspectEvent::BlockedFlowEvicted.index()] += evicted;
         self.counts[InspectEvent::BlockedFlowExpired.index()] += expired;
+        let (evicted, expired) = self.fresh.take_events();
+        self.counts[InspectEvent::FreshFlowEvicted.index()] += evicted;
+        self.counts[InspectEvent::FreshFlowExpired.index()] += expired;
+    }
+
+    /// Where an untracked data segment at `seq` lies relative to its flow's first byte, when
+    /// the flow is fresh (see the module docs, "Fresh flows").
+    fn fresh_anchor(&mut self, key: &FlowKey, seq: u32, len: usize, now_ms: u64) -> Fresh {
+        if self.fresh.is_empty() {
+            return Fresh::No;
+        }
+        let isn = self.fresh.get(key, now_ms);
+        self.collect_table_events();
+        let Some(isn) = isn else {
+            return Fresh::No;
+        };
+        let base = isn.wrapping_add(1);
+        // Relative to the first byte; a seq up to 2^31 behind counts as "before".
+        let rel = i64::from(seq.wrapping_sub(base) as i32);
+        if rel == 0 {
+            Fresh::First
+        } else if rel + len as i64 <= 0 {
+            self.bump(InspectEvent::FreshFlowBeforeIsn);
+            Fresh::Before
+        } else {
+            Fresh::Early(base)
+        }
+    }
+
+    /// The segment at a fresh flow's first byte ends its freshness, but only if the receiver
+    /// takes it too (wholly in the buffer, valid checksum): a segment it discards must not
+    /// switch the anchoring off.
+    fn leave_fresh_first(&mut self, key: &FlowKey, seg: &TcpSegment<'_>) {
+        if seg.complete && (!self.config.verify_checksums || seg.checksum_ok(key.src, key.dst)) {
+            self.fresh.remove(key);
+        }
+    }
+
+    /// An early segment (checked) is about to start reassembly from a fresh flow's first
+    /// byte: the reassembly entry is the flow's anchor from now on.
+    fn leave_fresh_early(&mut self, key: &FlowKey) {
+        self.bump(InspectEvent::FreshFlowEarlyData);
+        self.fresh.remove(key);
     }
 
     /// DNS over TCP, one segment: a message cut off at the end of the segment is reassembled
@@ -661,8 +835,24 @@ impl Inspector {
     /// segments — even one byte per segment — is still read whole. Segments that enter
     /// reassembly must lie wholly in the buffer and carry a valid checksum, as for TLS.
     fn dns_tcp(&mut self, key: FlowKey, seg: &TcpSegment<'_>, now_ms: u64) -> DnsTcpStep {
+        let seq = seg.data_seq();
         let tracked = self.flows.contains(&key);
-        if !tracked {
+        // A SYN's own data (TCP Fast Open) never ends the freshness: see the module docs.
+        let fresh = if tracked || seg.syn {
+            Fresh::No
+        } else {
+            self.fresh_anchor(&key, seq, seg.payload.len(), now_ms)
+        };
+        let early = match fresh {
+            Fresh::No => None,
+            Fresh::First => {
+                self.leave_fresh_first(&key, seg);
+                None
+            }
+            Fresh::Before => return DnsTcpStep::Read(None),
+            Fresh::Early(base) => Some(base),
+        };
+        if !tracked && early.is_none() {
             if let Some(note) = self.dns(seg.payload, true) {
                 return DnsTcpStep::Read(Some(note));
             }
@@ -680,18 +870,22 @@ impl Inspector {
             self.last.dns = false;
             return DnsTcpStep::Read(Some(Note::BadChecksum));
         }
-        let offer = if tracked {
-            self.flows.offer(&key, seg.seq, seg.payload, now_ms)
-        } else {
-            self.flows.begin(key, seg.seq, seg.payload, now_ms)
+        let offer = match early {
+            Some(base) => {
+                self.leave_fresh_early(&key);
+                self.flows.begin_at(key, base, seq, seg.payload, now_ms)
+            }
+            None if tracked => self.flows.offer(&key, seq, seg.payload, now_ms),
+            None => self.flows.begin(key, seq, seg.payload, now_ms),
         };
         match offer {
             // Started (the names of the complete messages in this segment were read above),
             // or held without growing.
             Offer::NotTracked | Offer::Buffered => DnsTcpStep::Read(None),
             Offer::GaveUp(why) => DnsTcpStep::GaveUp(why),
-            // A single segment never completes the message it cuts off.
-            Offer::Assembled(_) if !tracked => DnsTcpStep::Read(None),
+            // A single segment never completes the message it cuts off (an early segment
+            // straddling the first byte does give the first bytes: they are read below).
+            Offer::Assembled(_) if !tracked && early.is_none() => DnsTcpStep::Read(None),
             Offer::Assembled(bytes) => {
                 self.names.clear();
                 let result = dns::parse_tcp(bytes, &mut self.names);
@@ -762,8 +956,24 @@ impl Inspector {
         wants_ja3: bool,
         wants_ja4: bool,
     ) -> TlsStep {
+        let seq = seg.data_seq();
         let tracked = self.flows.contains(&key);
-        if !tracked && !starts_client_hello(seg.payload) {
+        // A SYN's own data (TCP Fast Open) never ends the freshness: see the module docs.
+        let fresh = if tracked || seg.syn {
+            Fresh::No
+        } else {
+            self.fresh_anchor(&key, seq, seg.payload.len(), now_ms)
+        };
+        let early = match fresh {
+            Fresh::No => None,
+            Fresh::First => {
+                self.leave_fresh_first(&key, seg);
+                None
+            }
+            Fresh::Before => return TlsStep::Nothing,
+            Fresh::Early(base) => Some(base),
+        };
+        if !tracked && early.is_none() && !starts_client_hello(seg.payload) {
             return TlsStep::Nothing;
         }
         if !seg.complete {
@@ -776,7 +986,14 @@ impl Inspector {
         }
         let all = self.config.extract == Extract::All;
         let mut finished = false;
-        let step = match self.flows.offer(&key, seg.seq, seg.payload, now_ms) {
+        let offer = match early {
+            Some(base) => {
+                self.leave_fresh_early(&key);
+                self.flows.begin_at(key, base, seq, seg.payload, now_ms)
+            }
+            None => self.flows.offer(&key, seq, seg.payload, now_ms),
+        };
+        let step = match offer {
             Offer::NotTracked => match tls::parse(seg.payload, &mut self.scratch) {
                 Ok(HelloOutcome::Complete(hello)) => {
                     take_hello(
@@ -790,7 +1007,7 @@ impl Inspector {
                     TlsStep::Hello(HelloKind::Single)
                 }
                 Ok(HelloOutcome::Incomplete { .. }) => {
-                    match self.flows.begin(key, seg.seq, seg.payload, now_ms) {
+                    match self.flows.begin(key, seq, seg.payload, now_ms) {
                         Offer::GaveUp(why) => TlsStep::Uninspectable(Note::GaveUp(why)),
                         // The first segment alone never completes the hello it starts.
                         _ => TlsStep::Nothing,
@@ -880,185 +1097,6 @@ fn take_hello(
     }
 }
 
-/// The blocked-flow table: a FIFO ring of fixed capacity (insertion order, so the oldest is
-/// evicted first) with an open-addressing index keyed by a seeded hash of the 5-tuple
-/// (attacker-chosen keys cannot be made to collide without the seed).
-struct BlockedFlows {
-    ring: Box<[Blocked]>,
-    head: usize,
-    /// Ring positions in use from `head` (freed ones included until they reach the head).
-    occupied: usize,
-    /// `0` empty, otherwise ring position + 1. A power of two, at least twice the capacity.
-    index: Box<[u32]>,
-    live: usize,
-    ttl_ms: u64,
-    hasher: std::collections::hash_map::RandomState,
-    evicted: u64,
-    expired: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Blocked {
-    key: Option<FlowKey>,
-    decision: Decision,
-    last_ms: u64,
-}
-
-const NO_BLOCK: Blocked = Blocked {
-    key: None,
-    decision: Decision::DEFAULT,
-    last_ms: 0,
-};
-
-impl BlockedFlows {
-    fn new(capacity: usize, ttl_ms: u64) -> BlockedFlows {
-        let slots = (capacity * 2).next_power_of_two();
-        BlockedFlows {
-            ring: vec![NO_BLOCK; capacity].into_boxed_slice(),
-            head: 0,
-            occupied: 0,
-            index: vec![0; slots].into_boxed_slice(),
-            live: 0,
-            ttl_ms,
-            hasher: std::collections::hash_map::RandomState::new(),
-            evicted: 0,
-            expired: 0,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.live
-    }
-
-    fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
-    fn take_events(&mut self) -> (u64, u64) {
-        let out = (self.evicted, self.expired);
-        self.evicted = 0;
-        self.expired = 0;
-        out
-    }
-
-    fn mask(&self) -> usize {
-        self.index.len() - 1
-    }
-
-    fn home(&self, key: &FlowKey) -> usize {
-        // Truncation is the point: the low bits pick the slot.
-        (self.hasher.hash_one(key) as usize) & self.mask()
-    }
-
-    /// Index slot holding `key`, if present.
-    fn find(&self, key: &FlowKey) -> Option<usize> {
-        if self.live == 0 {
-            return None;
-        }
-        let mut slot = self.home(key);
-        loop {
-            let v = self.index[slot];
-            if v == 0 {
-                return None;
-            }
-            let pos = (v - 1) as usize;
-            if self.ring[pos].key.as_ref() == Some(key) {
-                return Some(slot);
-            }
-            slot = (slot + 1) & self.mask();
-        }
-    }
-
-    fn expired(&self, pos: usize, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.ring[pos].last_ms) > self.ttl_ms
-    }
-
-    /// The decision that blocked `key`, refreshing its TTL; an expired entry is removed.
-    fn hit(&mut self, key: &FlowKey, now_ms: u64) -> Option<Decision> {
-        let slot = self.find(key)?;
-        let pos = (self.index[slot] - 1) as usize;
-        if self.expired(pos, now_ms) {
-            self.remove_slot(slot);
-            self.expired += 1;
-            return None;
-        }
-        let entry = &mut self.ring[pos];
-        entry.last_ms = entry.last_ms.max(now_ms);
-        Some(entry.decision)
-    }
-
-    fn insert(&mut self, key: FlowKey, decision: Decision, now_ms: u64) {
-        if let Some(slot) = self.find(&key) {
-            let pos = (self.index[slot] - 1) as usize;
-            self.ring[pos].decision = decision;
-            self.ring[pos].last_ms = now_ms;
-            return;
-        }
-        if self.occupied == self.ring.len() {
-            self.pop_head(now_ms);
-        }
-        let pos = (self.head + self.occupied) % self.ring.len();
-        self.occupied += 1;
-        self.ring[pos] = Blocked {
-            key: Some(key),
-            decision,
-            last_ms: now_ms,
-        };
-        let mut slot = self.home(&key);
-        while self.index[slot] != 0 {
-            slot = (slot + 1) & self.mask();
-        }
-        // INVARIANT: pos < capacity <= MAX_BLOCKED_FLOWS < u32::MAX.
-        self.index[slot] = pos as u32 + 1;
-        self.live += 1;
-    }
-
-    /// Free the oldest ring position (counted as evicted, or expired when its TTL ran out).
-    fn pop_head(&mut self, now_ms: u64) {
-        let pos = self.head;
-        if let Some(key) = self.ring[pos].key {
-            if self.expired(pos, now_ms) {
-                self.expired += 1;
-            } else {
-                self.evicted += 1;
-            }
-            if let Some(slot) = self.find(&key) {
-                self.remove_slot(slot);
-            }
-        }
-        self.ring[pos] = NO_BLOCK;
-        self.head = (self.head + 1) % self.ring.len();
-        self.occupied -= 1;
-    }
-
-    /// Remove an index slot with backward-shift deletion (linear probing stays correct); the
-    /// ring position it pointed to is marked free and reclaimed when it reaches the head.
-    fn remove_slot(&mut self, mut slot: usize) {
-        let pos = (self.index[slot] - 1) as usize;
-        self.ring[pos].key = None;
-        self.live -= 1;
-        self.index[slot] = 0;
-        let mask = self.mask();
-        let mut next = (slot + 1) & mask;
-        while self.index[next] != 0 {
-            let npos = (self.index[next] - 1) as usize;
-            let home = self.ring[npos].key.as_ref().map_or(next, |k| self.home(k));
-            // Move `next` back into the hole unless its home lies cyclically in (slot, next].
-            let in_range = if slot <= next {
-                slot < home && home <= next
-            } else {
-                slot < home || home <= next
-            };
-            if !in_range {
-                self.index[slot] = self.index[next];
-                self.index[next] = 0;
-                slot = next;
-            }
-            next = (next + 1) & mask;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1066,9 +1104,7 @@ mod tests {
     use super::*;
     use crate::packet::tests::{A4, A6, B4, B6, UDP, udp, v4, v6};
     use meds_proto::{Cidr, DomainName, Entry, ListKind};
-    use proptest::prelude::*;
-    use std::collections::VecDeque;
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::IpAddr;
 
     struct Hello {
         payload: Vec<u8>,
@@ -1583,6 +1619,334 @@ mod tests {
         }
     }
 
+    /// A TCP segment from the client's `sport` to `dport` with the given flags.
+    fn tcp4_flags(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut t = tcp_segment(A4.into(), B4.into(), sport, seq, payload);
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[13] = flags;
+        t[16..18].copy_from_slice(&[0, 0]);
+        let sum = packet::transport_checksum(A4.into(), B4.into(), TCP, &t);
+        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        v4(TCP, A4, B4, &t)
+    }
+
+    const SYN: u8 = 0x02;
+    const SYN_ACK: u8 = 0x12;
+    const PSH_ACK: u8 = 0x18;
+
+    /// Deliver `parts` (offset from the first byte, bytes) of one flow in `order` after an
+    /// optional SYN (ISN `isn`); returns the decisions of the data segments.
+    fn deliver(
+        i: &mut Inspector,
+        rules: &RuleSet,
+        dport: u16,
+        isn: u32,
+        syn: bool,
+        parts: &[(u32, Vec<u8>)],
+        order: &[usize],
+    ) -> Vec<Decision> {
+        if syn {
+            let out = i.inspect(rules, &tcp4_flags(CLIENT_PORT, dport, isn, SYN, &[]), 0);
+            assert_eq!(out.decision, Decision::DEFAULT);
+        }
+        order
+            .iter()
+            .map(|&k| {
+                let (off, bytes) = &parts[k];
+                let seq = isn.wrapping_add(1).wrapping_add(*off);
+                i.inspect(
+                    rules,
+                    &tcp4_flags(CLIENT_PORT, dport, seq, PSH_ACK, bytes),
+                    10,
+                )
+                .decision
+            })
+            .collect()
+    }
+
+    #[test]
+    fn syn_anchored_split_hellos_are_decided_whole_in_any_order() {
+        let h = big_hello();
+        let rules = sni_block();
+        let parts = segments(&h.payload, &[600, 1200]);
+        let isn = u32::MAX - 700; // the sequence numbers wrap inside the hello
+        for order in [[2usize, 1, 0], [1, 2, 0], [0, 2, 1], [2, 0, 1]] {
+            let mut i = inspector();
+            let got = deliver(&mut i, &rules, 443, isn, true, &parts, &order);
+            assert_eq!(
+                got,
+                [
+                    Decision::DEFAULT,
+                    Decision::DEFAULT,
+                    Decision::DOMAIN_BLACKLISTED
+                ],
+                "{order:?}"
+            );
+            assert_eq!(i.count(InspectEvent::FreshFlowAdded), 1);
+            let early = u64::from(order[0] != 0);
+            assert_eq!(
+                i.count(InspectEvent::FreshFlowEarlyData),
+                early,
+                "{order:?}"
+            );
+            assert_eq!(i.count(InspectEvent::HelloReassembled), 1);
+            assert_eq!((i.fresh_flows(), i.flows_in_progress()), (0, 0));
+            // A retransmission of the completing segment stays dropped.
+            let (off, bytes) = &parts[order[2]];
+            let seq = isn.wrapping_add(1).wrapping_add(*off);
+            let again = i.inspect(
+                &rules,
+                &tcp4_flags(CLIENT_PORT, 443, seq, PSH_ACK, bytes),
+                20,
+            );
+            assert_eq!(again.note, Some(Note::BlockedFlow));
+        }
+        // A hello that is allowed ends the same way, accepted, with nothing left behind.
+        let mut i = inspector();
+        let allowed = rules_other_sni();
+        let got = deliver(&mut i, &allowed, 443, isn, true, &parts, &[2, 1, 0]);
+        assert_eq!(got, [Decision::DEFAULT; 3]);
+        assert_eq!(i.count(InspectEvent::HelloReassembled), 1);
+        assert_eq!((i.fresh_flows(), i.flows_in_progress()), (0, 0));
+    }
+
+    fn rules_other_sni() -> RuleSet {
+        rules(vec![(ListKind::DomainBlock, domains(&["example.net"]))])
+    }
+
+    #[test]
+    fn without_the_syn_the_out_of_order_evasion_remains() {
+        // The documented limit (a flow whose SYN was not seen, e.g. after a restart): the
+        // later segments pass as mid-stream data and the first starts a hello that never
+        // completes here.
+        let h = big_hello();
+        let parts = segments(&h.payload, &[600, 1200]);
+        let mut i = inspector();
+        let got = deliver(&mut i, &sni_block(), 443, 5, false, &parts, &[2, 1, 0]);
+        assert_eq!(got, [Decision::DEFAULT; 3]);
+        assert_eq!(i.flows_in_progress(), 1);
+        assert_eq!(i.count(InspectEvent::FreshFlowEarlyData), 0);
+        // A SYN-ACK (the server's side) anchors nothing either, nor does a SYN when no
+        // domain, JA3 or JA4 list is loaded.
+        let mut i = inspector();
+        i.inspect(
+            &sni_block(),
+            &tcp4_flags(CLIENT_PORT, 443, 5, SYN_ACK, &[]),
+            0,
+        );
+        i.inspect(
+            &RuleSet::empty(),
+            &tcp4_flags(CLIENT_PORT, 443, 5, SYN, &[]),
+            0,
+        );
+        assert_eq!(i.fresh_flows(), 0);
+        assert_eq!(i.count(InspectEvent::FreshFlowAdded), 0);
+    }
+
+    #[test]
+    fn syn_anchored_dns_over_tcp_with_the_length_prefix_last() {
+        let rules = rules(vec![(ListKind::DomainBlock, domains(&["bad.com"]))]);
+        let msg = framed(&["www.bad.com"]);
+        let parts = segments(&msg, &[1, 14]);
+        for order in [[2usize, 1, 0], [1, 2, 0]] {
+            let mut i = inspector();
+            let got = deliver(&mut i, &rules, 53, 7_000, true, &parts, &order);
+            assert_eq!(
+                got,
+                [
+                    Decision::DEFAULT,
+                    Decision::DEFAULT,
+                    Decision::DOMAIN_BLACKLISTED
+                ],
+                "{order:?}"
+            );
+            assert_eq!(i.app().dns_names().collect::<Vec<_>>(), ["www.bad.com"]);
+            assert_eq!(i.count(InspectEvent::FreshFlowEarlyData), 1);
+            assert_eq!((i.fresh_flows(), i.flows_in_progress()), (0, 0));
+        }
+        // Without the SYN: the documented limit.
+        let mut i = inspector();
+        let got = deliver(&mut i, &rules, 53, 7_000, false, &parts, &[2, 1, 0]);
+        assert_eq!(got, [Decision::DEFAULT; 3]);
+    }
+
+    #[test]
+    fn early_data_that_is_no_hello_changes_nothing() {
+        let rules = sni_block();
+        let request = b"GET / HTTP/1.1\r\nHost: google.com\r\n\r\n".to_vec();
+        let parts = segments(&request, &[10]);
+        let mut i = inspector();
+        let got = deliver(&mut i, &rules, 443, 1, true, &parts, &[1, 0]);
+        assert_eq!(got, [Decision::DEFAULT; 2]);
+        assert_eq!(i.count(InspectEvent::Reassembly(FlowEvent::Finished)), 1);
+        assert_eq!((i.fresh_flows(), i.flows_in_progress()), (0, 0));
+        // The flow's later data is ordinary mid-stream data again.
+        let later = tcp4_flags(CLIENT_PORT, 443, 1 + 500, PSH_ACK, &request);
+        assert_eq!(i.inspect(&rules, &later, 20).decision, Decision::DEFAULT);
+        assert_eq!(i.flows_in_progress(), 0);
+    }
+
+    #[test]
+    fn segments_before_the_first_byte_are_ignored_and_straddling_ones_trimmed() {
+        let h = big_hello();
+        let rules = sni_block();
+        let isn = 1_000;
+        let mut i = inspector();
+        i.inspect(&rules, &tcp4_flags(CLIENT_PORT, 443, isn, SYN, &[]), 0);
+        // Wholly before the first byte (ISN + 1): ignored, the flow stays fresh.
+        let old = tcp4_flags(CLIENT_PORT, 443, isn - 99, PSH_ACK, &h.payload[..100]);
+        assert_eq!(i.inspect(&rules, &old, 1).decision, Decision::DEFAULT);
+        assert_eq!(i.count(InspectEvent::FreshFlowBeforeIsn), 1);
+        assert_eq!((i.fresh_flows(), i.flows_in_progress()), (1, 0));
+        // The last part first, then a segment starting 4 bytes early: its bytes from the first
+        // byte on complete the hello.
+        let tail = tcp4_flags(
+            CLIENT_PORT,
+            443,
+            isn + 1 + 1000,
+            PSH_ACK,
+            &h.payload[1000..],
+        );
+        assert_eq!(i.inspect(&rules, &tail, 2).decision, Decision::DEFAULT);
+        let mut head = vec![0xee; 4];
+        head.extend_from_slice(&h.payload[..1000]);
+        let head = tcp4_flags(CLIENT_PORT, 443, isn - 3, PSH_ACK, &head);
+        assert_eq!(
+            i.inspect(&rules, &head, 3).decision,
+            Decision::DOMAIN_BLACKLISTED
+        );
+    }
+
+    #[test]
+    fn syn_data_is_the_first_bytes() {
+        // TCP Fast Open: the SYN's payload starts at ISN + 1 (the SYN occupies the ISN).
+        let h = big_hello();
+        let rules = sni_block();
+        let isn = u32::MAX; // the data starts at 0
+        let mut i = inspector();
+        let syn = tcp4_flags(CLIENT_PORT, 443, isn, SYN, &h.payload[..700]);
+        assert_eq!(i.inspect(&rules, &syn, 0).decision, Decision::DEFAULT);
+        assert_eq!(i.flows_in_progress(), 1);
+        let rest = tcp4_flags(CLIENT_PORT, 443, 700, PSH_ACK, &h.payload[700..]);
+        assert_eq!(
+            i.inspect(&rules, &rest, 1).decision,
+            Decision::DOMAIN_BLACKLISTED
+        );
+        // The fresh entry stays: a server without a valid Fast Open cookie ignores SYN data and
+        // the client sends it again from ISN + 1.
+        assert_eq!(i.fresh_flows(), 1);
+        // A whole hello in the SYN is decided on the SYN.
+        let mut i = inspector();
+        let syn = tcp4_flags(CLIENT_PORT, 443, 9, SYN, &h.payload);
+        assert_eq!(
+            i.inspect(&rules, &syn, 0).decision,
+            Decision::DOMAIN_BLACKLISTED
+        );
+        // Ignored SYN data, then the client's own hello sent backwards: still decided whole.
+        let mut i = inspector();
+        let syn = tcp4_flags(CLIENT_PORT, 443, 9, SYN, b"junk");
+        assert_eq!(i.inspect(&rules, &syn, 0).decision, Decision::DEFAULT);
+        let parts = segments(&h.payload, &[600, 1200]);
+        let got = deliver(&mut i, &rules, 443, 9, false, &parts, &[2, 1, 0]);
+        assert_eq!(got[2], Decision::DOMAIN_BLACKLISTED);
+    }
+
+    #[test]
+    fn fresh_flows_expire_and_are_evicted_counted() {
+        let h = big_hello();
+        let rules = sni_block();
+        let parts = segments(&h.payload, &[600, 1200]);
+        // TTL edges: an early segment exactly at the TTL is anchored, one ms later it is not.
+        for (at, anchored) in [(1_000u64, true), (1_001, false)] {
+            let mut i = inspector_with(|c| c.fresh_flow_ttl_ms = 1_000);
+            i.inspect(&rules, &tcp4_flags(CLIENT_PORT, 443, 50, SYN, &[]), 0);
+            let (off, bytes) = &parts[2];
+            let early = tcp4_flags(CLIENT_PORT, 443, 51 + off, PSH_ACK, bytes);
+            i.inspect(&rules, &early, at);
+            assert_eq!(
+                i.count(InspectEvent::FreshFlowEarlyData),
+                u64::from(anchored),
+                "{at}"
+            );
+            assert_eq!(
+                i.count(InspectEvent::FreshFlowExpired),
+                u64::from(!anchored),
+                "{at}"
+            );
+            assert_eq!(i.fresh_flows(), 0);
+        }
+        // Capacity 2: a third SYN evicts the oldest, whose early data is then not anchored.
+        let mut i = inspector_with(|c| c.fresh_flows = 2);
+        for port in [1u16, 2, 3] {
+            i.inspect(&rules, &tcp4_flags(port, 443, 50, SYN, &[]), 0);
+        }
+        assert_eq!(i.count(InspectEvent::FreshFlowEvicted), 1);
+        assert_eq!(i.fresh_flows(), 2);
+        for (port, anchored) in [(1u16, false), (2, true), (3, true)] {
+            let before = i.count(InspectEvent::FreshFlowEarlyData);
+            let (off, bytes) = &parts[1];
+            i.inspect(&rules, &tcp4_flags(port, 443, 51 + off, PSH_ACK, bytes), 1);
+            let after = i.count(InspectEvent::FreshFlowEarlyData);
+            assert_eq!(after - before, u64::from(anchored), "port {port}");
+        }
+    }
+
+    #[test]
+    fn early_data_beyond_max_bytes_is_uninspectable() {
+        let rules = sni_block();
+        for (policy, verdict) in [
+            (Uninspectable::Accept, Verdict::Accept),
+            (Uninspectable::Drop, Verdict::Drop),
+        ] {
+            let mut i = inspector_with(|c| {
+                c.uninspectable = policy;
+                c.limits.max_bytes = 2_000;
+            });
+            i.inspect(&rules, &tcp4_flags(CLIENT_PORT, 443, 0, SYN, &[]), 0);
+            // Ends exactly at max_bytes from the first byte: held.
+            let held = tcp4_flags(CLIENT_PORT, 443, 1 + 1_990, PSH_ACK, &[7; 10]);
+            assert_eq!(i.inspect(&rules, &held, 1).decision, Decision::DEFAULT);
+            assert_eq!(i.flows_in_progress(), 1);
+            // One byte further: gives up, the uninspectable policy applies.
+            let mut i = inspector_with(|c| {
+                c.uninspectable = policy;
+                c.limits.max_bytes = 2_000;
+            });
+            i.inspect(&rules, &tcp4_flags(CLIENT_PORT, 443, 0, SYN, &[]), 0);
+            let beyond = tcp4_flags(CLIENT_PORT, 443, 1 + 1_991, PSH_ACK, &[7; 10]);
+            let out = i.inspect(&rules, &beyond, 1);
+            assert_eq!(out.decision, policy.decision(), "{policy:?}");
+            assert_eq!(out.decision.verdict, verdict);
+            assert_eq!(out.note, Some(Note::GaveUp(GiveUp::Bytes)));
+            assert_eq!((i.fresh_flows(), i.flows_in_progress()), (0, 0));
+        }
+        // An early segment with a bad checksum is not placed, and the flow stays fresh.
+        let mut i = inspector();
+        i.inspect(&rules, &tcp4_flags(CLIENT_PORT, 443, 0, SYN, &[]), 0);
+        let mut bad = tcp4_flags(CLIENT_PORT, 443, 101, PSH_ACK, &[7; 10]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert_eq!(i.inspect(&rules, &bad, 1).note, Some(Note::BadChecksum));
+        assert_eq!((i.fresh_flows(), i.flows_in_progress()), (1, 0));
+        // Nor does a segment at the first byte that the receiver discards (bad checksum) end
+        // the anchoring: the hello sent backwards afterwards is still decided whole.
+        let mut junk = tcp4_flags(CLIENT_PORT, 443, 1, PSH_ACK, b"junk");
+        let last = junk.len() - 1;
+        junk[last] ^= 0xff;
+        assert_eq!(i.inspect(&rules, &junk, 2).decision, Decision::DEFAULT);
+        assert_eq!(i.fresh_flows(), 1);
+        let h = big_hello();
+        let parts = segments(&h.payload, &[600, 1200]);
+        let got = deliver(&mut i, &rules, 443, 0, false, &parts, &[2, 1, 0]);
+        assert_eq!(got[2], Decision::DOMAIN_BLACKLISTED);
+        // A valid one does.
+        let mut i = inspector();
+        i.inspect(&rules, &tcp4_flags(CLIENT_PORT, 443, 0, SYN, &[]), 0);
+        let ok = tcp4_flags(CLIENT_PORT, 443, 1, PSH_ACK, b"junk");
+        assert_eq!(i.inspect(&rules, &ok, 2).decision, Decision::DEFAULT);
+        assert_eq!(i.fresh_flows(), 0);
+    }
+
     #[test]
     fn retransmissions_of_a_dropped_segment_stay_dropped() {
         let h = big_hello();
@@ -1761,6 +2125,20 @@ mod tests {
             ),
             (
                 InspectConfig {
+                    fresh_flows: MAX_FRESH_FLOWS + 1,
+                    ..ok
+                },
+                InspectConfigError::FreshFlows(MAX_FRESH_FLOWS + 1),
+            ),
+            (
+                InspectConfig {
+                    fresh_flow_ttl_ms: 0,
+                    ..ok
+                },
+                InspectConfigError::FreshFlowTtl,
+            ),
+            (
+                InspectConfig {
                     limits: Limits {
                         max_flows: 0,
                         ..ok.limits
@@ -1785,67 +2163,6 @@ mod tests {
             (&[23, 3, 3, 0, 5, 1], false),
         ] {
             assert_eq!(starts_client_hello(payload), want, "{payload:?}");
-        }
-    }
-
-    fn key(n: u32) -> FlowKey {
-        FlowKey {
-            src: IpAddr::V4(Ipv4Addr::from(n)),
-            dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-            src_port: (n % 7) as u16,
-            dst_port: 443,
-            protocol: TCP,
-        }
-    }
-
-    #[test]
-    fn blocked_table_evicts_the_oldest_when_full() {
-        let mut t = BlockedFlows::new(3, 1_000);
-        for n in 0..3 {
-            t.insert(key(n), Decision::SSLBL, 0);
-        }
-        t.insert(key(3), Decision::SSLBL, 10);
-        assert_eq!(t.take_events(), (1, 0));
-        assert_eq!(t.hit(&key(0), 10), None);
-        for n in 1..4 {
-            assert_eq!(t.hit(&key(n), 10), Some(Decision::SSLBL), "{n}");
-        }
-        // Re-inserting refreshes instead of duplicating.
-        t.insert(key(2), Decision::JA4_BLACKLISTED, 20);
-        assert_eq!(t.len(), 3);
-        assert_eq!(t.hit(&key(2), 20), Some(Decision::JA4_BLACKLISTED));
-        // An expired head is counted as expired, not evicted.
-        t.insert(key(9), Decision::SSLBL, 5_000);
-        assert_eq!(t.take_events(), (0, 1));
-    }
-
-    proptest! {
-        /// The table answers like a naive FIFO model of the same capacity (no TTL).
-        #[test]
-        fn blocked_table_matches_a_model(
-            ops in proptest::collection::vec((any::<bool>(), 0u32..40), 1..400),
-            capacity in 1usize..12,
-        ) {
-            let mut t = BlockedFlows::new(capacity, u64::MAX / 2);
-            let mut model: VecDeque<u32> = VecDeque::new();
-            for (insert, n) in ops {
-                if insert {
-                    if !model.contains(&n) {
-                        if model.len() == capacity {
-                            model.pop_front();
-                        }
-                        model.push_back(n);
-                    }
-                    t.insert(key(n), Decision::SSLBL, 1);
-                } else {
-                    let got = t.hit(&key(n), 1).is_some();
-                    prop_assert_eq!(got, model.contains(&n), "key {}", n);
-                }
-                prop_assert_eq!(t.len(), model.len());
-            }
-            for n in 0..40 {
-                prop_assert_eq!(t.hit(&key(n), 1).is_some(), model.contains(&n));
-            }
         }
     }
 }

@@ -90,7 +90,13 @@ pub enum Transport<'a> {
 pub struct TcpSegment<'a> {
     pub src_port: u16,
     pub dst_port: u16,
+    /// The sequence number field (with SYN set, the initial sequence number: the SYN itself
+    /// occupies it and any payload starts one later, see [`TcpSegment::data_seq`]).
     pub seq: u32,
+    /// The SYN flag.
+    pub syn: bool,
+    /// The ACK flag (a client's opening SYN has it clear, the server's SYN-ACK set).
+    pub ack: bool,
     pub payload: &'a [u8],
     /// Whether the buffer holds the whole segment the IP length fields announce (false when
     /// the capture or the queue's copy range cut it off): only then can the checksum be
@@ -101,6 +107,17 @@ pub struct TcpSegment<'a> {
 }
 
 impl TcpSegment<'_> {
+    /// The sequence number of the first payload byte: `seq`, or `seq + 1` on a SYN (data in a
+    /// SYN, TCP Fast Open, follows the SYN's own sequence number; RFC 9293 §3.4, RFC 7413).
+    pub fn data_seq(&self) -> u32 {
+        self.seq.wrapping_add(u32::from(self.syn))
+    }
+
+    /// A client's opening SYN: SYN set, ACK clear.
+    pub fn is_client_syn(&self) -> bool {
+        self.syn && !self.ack
+    }
+
     /// Whether the TCP checksum is valid for this segment sent from `src` to `dst` (the
     /// packet's addresses; the pseudo-header of RFC 9293 §3.1 / RFC 8200 §8.1). A segment the
     /// buffer does not hold completely is never valid.
@@ -141,6 +158,8 @@ pub fn parse_transport(buf: &[u8]) -> Result<(PacketMeta, Transport<'_>), Packet
                     src_port: tcp.source_port(),
                     dst_port: tcp.destination_port(),
                     seq: tcp.sequence_number(),
+                    syn: tcp.syn(),
+                    ack: tcp.ack(),
                     payload: tcp.payload(),
                     complete,
                     segment: tcp.slice(),
@@ -760,6 +779,33 @@ pub(crate) mod tests {
         };
         assert!(!seg.complete);
         assert!(!seg.checksum_ok(meta.src, meta.dst));
+        // Flags: the first payload byte of a SYN follows the SYN's own sequence number.
+        for (flags, syn, ack, client_syn, data_seq) in [
+            (0x02, true, false, true, 78),
+            (0x12, true, true, false, 78),
+            (0x10, false, true, false, 77),
+            (0x18, false, true, false, 77),
+            (0x00, false, false, false, 77),
+        ] {
+            let mut t = t.clone();
+            t[13] = flags;
+            let p = v4(TCP, A4, B4, &t);
+            let Transport::Tcp(seg) = parse_transport(&p).unwrap().1 else {
+                panic!("{flags:#x}")
+            };
+            assert_eq!(
+                (seg.syn, seg.ack, seg.is_client_syn(), seg.data_seq()),
+                (syn, ack, client_syn, data_seq),
+                "{flags:#x}"
+            );
+        }
+        let mut wrap = t.clone();
+        wrap[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let p = v4(TCP, A4, B4, &wrap);
+        let Transport::Tcp(seg) = parse_transport(&p).unwrap().1 else {
+            panic!("wrap")
+        };
+        assert_eq!(seg.data_seq(), 0);
         let p = v6(UDP, A6, B6, &udp(5353, 53, b"q"));
         let (_, transport) = parse_transport(&p).unwrap();
         assert!(matches!(

@@ -1,6 +1,7 @@
 //! The packet path does not allocate in steady state: a counting global allocator around
 //! [`Inspector::inspect`] (DNS queries, single-segment and split ClientHellos with domain,
-//! JA3 and JA4 lists loaded, blocked-flow hits) after one warm-up round.
+//! JA3 and JA4 lists loaded, blocked-flow hits, a SYN-anchored hello sent last segment first)
+//! after one warm-up round.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -65,12 +66,16 @@ fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
 }
 
 fn tcp(sport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    tcp_flags(sport, seq, 0x18, payload)
+}
+
+fn tcp_flags(sport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&443u16.to_be_bytes());
     t.extend_from_slice(&seq.to_be_bytes());
     t.extend_from_slice(&1u32.to_be_bytes());
-    t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     t.extend_from_slice(payload);
     let sum = transport_checksum(CLIENT.into(), SERVER.into(), 6, &t);
     t[16..18].copy_from_slice(&sum.to_be_bytes());
@@ -126,7 +131,8 @@ fn inspect_does_not_allocate_in_steady_state() {
     let mut inspector = Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
 
     // Per round: a DNS query, a whole allowed hello, a split blocked hello on a new flow, a
-    // retransmission of its last segment (a blocked-flow hit).
+    // retransmission of its last segment (a blocked-flow hit), and on a third flow a SYN
+    // followed by a split blocked hello sent last segment first (fresh-flow anchoring).
     let mut round = |port: u16, now: u64| -> Vec<Verdict> {
         let packets = [
             udp53(&query),
@@ -134,12 +140,15 @@ fn inspect_does_not_allocate_in_steady_state() {
             tcp(port + 1, 1, &hello[..1000]),
             tcp(port + 1, 1001, &hello[1000..]),
             tcp(port + 1, 1001, &hello[1000..]),
+            tcp_flags(port + 2, 0, 0x02, &[]),
+            tcp(port + 2, 1001, &hello[1000..]),
+            tcp(port + 2, 1, &hello[..1000]),
         ];
         COUNTING.store(true, Ordering::SeqCst);
         let verdicts = packets
             .iter()
             .map(|p| inspector.inspect(&rules, p, now).decision.verdict)
-            .collect::<arrayvec_free::Five>();
+            .collect::<arrayvec_free::Eight>();
         COUNTING.store(false, Ordering::SeqCst);
         verdicts.0.to_vec()
     };
@@ -149,11 +158,14 @@ fn inspect_does_not_allocate_in_steady_state() {
         Verdict::Accept,
         Verdict::Drop,
         Verdict::Drop,
+        Verdict::Accept,
+        Verdict::Accept,
+        Verdict::Drop,
     ];
     assert_eq!(round(10_000, 0), want);
     ALLOCATIONS.store(0, Ordering::SeqCst);
     for n in 1..50u16 {
-        assert_eq!(round(10_000 + 2 * n, u64::from(n)), want);
+        assert_eq!(round(10_000 + 3 * n, u64::from(n)), want);
     }
     assert_eq!(
         ALLOCATIONS.load(Ordering::SeqCst),
@@ -162,19 +174,19 @@ fn inspect_does_not_allocate_in_steady_state() {
     );
 }
 
-/// Collecting five verdicts without a heap allocation.
+/// Collecting eight verdicts without a heap allocation.
 mod arrayvec_free {
     use meds_dataplane::chain::Verdict;
 
-    pub struct Five(pub [Verdict; 5]);
+    pub struct Eight(pub [Verdict; 8]);
 
-    impl FromIterator<Verdict> for Five {
-        fn from_iter<I: IntoIterator<Item = Verdict>>(iter: I) -> Five {
-            let mut out = [Verdict::Accept; 5];
+    impl FromIterator<Verdict> for Eight {
+        fn from_iter<I: IntoIterator<Item = Verdict>>(iter: I) -> Eight {
+            let mut out = [Verdict::Accept; 8];
             for (slot, v) in out.iter_mut().zip(iter) {
                 *slot = v;
             }
-            Five(out)
+            Eight(out)
         }
     }
 }
