@@ -102,17 +102,50 @@ fn write_ja4(
 ) {
     write_a(out, hello, transport);
     out.push('_');
-    values.clear();
-    values.extend(hello.cipher_suites.iter().filter(|v| !is_grease(*v)));
-    values.sort_unstable();
+    sorted_ciphers(hello, values);
     if values.is_empty() {
         out.push_str(ZERO_HASH);
     } else {
         let mut sink = ShaSink(Sha256::new());
-        let _ = write_hex_list(&mut sink, values);
+        let _ = write_hex_list(&mut sink, values.iter().copied());
         push_hash12(out, sink.0);
     }
     out.push('_');
+    sorted_extensions(hello, values);
+    if values.is_empty() && hello.signature_algorithms.is_empty() {
+        out.push_str(ZERO_HASH);
+    } else {
+        let mut sink = ShaSink(Sha256::new());
+        let _ = write_c(&mut sink, values, hello);
+        push_hash12(out, sink.0);
+    }
+}
+
+/// The raw JA4 (`ja4_r`): part a, then the sorted cipher list, then the extension and
+/// signature-algorithm lists, un-hashed (the very strings [`ja4`] hashes).
+pub fn ja4_r(hello: &ClientHello<'_>, transport: Transport) -> String {
+    let mut values = Vec::new();
+    let mut out = String::with_capacity(256);
+    write_a(&mut out, hello, transport);
+    out.push('_');
+    sorted_ciphers(hello, &mut values);
+    // Writing into a String cannot fail.
+    let _ = write_hex_list(&mut out, values.iter().copied());
+    out.push('_');
+    sorted_extensions(hello, &mut values);
+    let _ = write_c(&mut out, &values, hello);
+    out
+}
+
+/// The cipher suites of part b: GREASE removed, sorted.
+fn sorted_ciphers(hello: &ClientHello<'_>, values: &mut Vec<u16>) {
+    values.clear();
+    values.extend(hello.cipher_suites.iter().filter(|v| !is_grease(*v)));
+    values.sort_unstable();
+}
+
+/// The extension types of part c: GREASE, SNI and ALPN removed, sorted.
+fn sorted_extensions(hello: &ClientHello<'_>, values: &mut Vec<u16>) {
     values.clear();
     values.extend(
         hello
@@ -121,81 +154,21 @@ fn write_ja4(
             .filter(|t| !is_grease(*t) && *t != ext::SERVER_NAME && *t != ext::ALPN),
     );
     values.sort_unstable();
-    if values.is_empty() && hello.signature_algorithms.is_empty() {
-        out.push_str(ZERO_HASH);
-    } else {
-        let mut sink = ShaSink(Sha256::new());
-        let _ = write_hex_list(&mut sink, values);
-        if !hello.signature_algorithms.is_empty() {
-            sink.0.update(b"_");
-            values.clear();
-            values.extend(hello.signature_algorithms.iter());
-            let _ = write_hex_list(&mut sink, values);
-        }
-        push_hash12(out, sink.0);
+}
+
+/// The string of part c: the sorted extensions, then `_` and the signature algorithms in the
+/// order sent (only when there are any).
+fn write_c(out: &mut impl fmt::Write, extensions: &[u16], hello: &ClientHello<'_>) -> fmt::Result {
+    write_hex_list(out, extensions.iter().copied())?;
+    if !hello.signature_algorithms.is_empty() {
+        out.write_char('_')?;
+        write_hex_list(out, hello.signature_algorithms.iter())?;
     }
+    Ok(())
 }
 
-/// The raw JA4 (`ja4_r`): part a, then the sorted cipher list, then the extension and
-/// signature-algorithm lists, un-hashed.
-pub fn ja4_r(hello: &ClientHello<'_>, transport: Transport) -> String {
-    let parts = Parts::new(hello);
-    let mut out = String::with_capacity(12 + parts.ciphers.len() + parts.extensions.len());
-    write_a(&mut out, hello, transport);
-    out.push('_');
-    out.push_str(&parts.ciphers);
-    out.push('_');
-    out.push_str(&parts.extensions);
-    out
-}
-
-/// The strings hashed for b and c.
-struct Parts {
-    ciphers: String,
-    extensions: String,
-}
-
-impl Parts {
-    fn new(hello: &ClientHello<'_>) -> Self {
-        let mut values: Vec<u16> = hello
-            .cipher_suites
-            .iter()
-            .filter(|v| !is_grease(*v))
-            .collect();
-        values.sort_unstable();
-        let ciphers = hex_list(&values);
-
-        values.clear();
-        values.extend(
-            hello
-                .extensions
-                .types()
-                .filter(|t| !is_grease(*t) && *t != ext::SERVER_NAME && *t != ext::ALPN),
-        );
-        values.sort_unstable();
-        let mut extensions = hex_list(&values);
-        if !hello.signature_algorithms.is_empty() {
-            extensions.push('_');
-            values.clear();
-            values.extend(hello.signature_algorithms.iter());
-            extensions.push_str(&hex_list(&values));
-        }
-        Self {
-            ciphers,
-            extensions,
-        }
-    }
-}
-
-fn hex_list(values: &[u16]) -> String {
-    let mut out = String::with_capacity(values.len() * 5);
-    // Writing into a String cannot fail.
-    let _ = write_hex_list(&mut out, values);
-    out
-}
-
-fn write_hex_list(out: &mut impl fmt::Write, values: &[u16]) -> fmt::Result {
-    for (i, v) in values.iter().enumerate() {
+fn write_hex_list(out: &mut impl fmt::Write, values: impl IntoIterator<Item = u16>) -> fmt::Result {
+    for (i, v) in values.into_iter().enumerate() {
         if i > 0 {
             out.write_char(',')?;
         }
@@ -316,6 +289,11 @@ mod tests {
 
     #[test]
     fn hex_list_formats_four_digits() {
+        let hex_list = |values: &[u16]| {
+            let mut out = String::new();
+            write_hex_list(&mut out, values.iter().copied()).unwrap();
+            out
+        };
         assert_eq!(hex_list(&[]), "");
         assert_eq!(hex_list(&[0x2f]), "002f");
         assert_eq!(hex_list(&[0x2f, 0xc02b, 0xffff]), "002f,c02b,ffff");
