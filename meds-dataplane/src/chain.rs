@@ -325,6 +325,10 @@ pub struct RuleSet {
     ja4_block: Arc<FingerprintSet<Ja4>>,
     /// Steps 6–8 can match: the table and a country or ASN list are non-empty.
     origin_stage: bool,
+    /// Derived at build time, read per packet: which payload fields a list can match.
+    wants_names: bool,
+    wants_ja3: bool,
+    wants_ja4: bool,
 }
 
 /// The names and fingerprints one packet's payload carried (steps 9–15 of the chain). Built by
@@ -445,6 +449,12 @@ impl RuleSet {
         let origin_lists =
             !(self.countries.is_empty() && self.asn_block.is_empty() && self.asn_drop.is_empty());
         self.origin_stage = origin_lists && !self.asn_table.is_empty();
+        self.wants_names = !(self.domain_allow.is_empty()
+            && self.domain_block.is_empty()
+            && self.stevenblack.is_empty()
+            && self.someonewhocares.is_empty());
+        self.wants_ja3 = !(self.sslbl.is_empty() && self.ja3_block.is_empty());
+        self.wants_ja4 = !self.ja4_block.is_empty();
         self
     }
 
@@ -543,21 +553,21 @@ impl RuleSet {
     }
 
     /// Any domain list (allowlist included) is non-empty: names are worth extracting.
+    #[inline]
     pub fn wants_names(&self) -> bool {
-        !(self.domain_allow.is_empty()
-            && self.domain_block.is_empty()
-            && self.stevenblack.is_empty()
-            && self.someonewhocares.is_empty())
+        self.wants_names
     }
 
     /// A JA3 list is non-empty: the JA3 of a ClientHello is worth computing.
+    #[inline]
     pub fn wants_ja3(&self) -> bool {
-        !(self.sslbl.is_empty() && self.ja3_block.is_empty())
+        self.wants_ja3
     }
 
     /// The JA4 list is non-empty: the JA4 of a ClientHello is worth computing.
+    #[inline]
     pub fn wants_ja4(&self) -> bool {
-        !self.ja4_block.is_empty()
+        self.wants_ja4
     }
 
     /// The domain allowlist.
