@@ -247,10 +247,11 @@ fn real_tcp_hellos_through_the_worker_on_veth() {
                 copy_range: 65535,
                 rcvbuf_bytes: 1 << 20,
                 fail_open: false,
+                gso: false,
             })
             .expect("open queue");
             let inspector = Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
-            worker::run(queue, policy, counters, inspector, stop);
+            worker::run(queue, policy, counters, inspector, stop, Default::default());
         })
     };
     // The server: accept two connections, return what each delivered (bounded reads).
