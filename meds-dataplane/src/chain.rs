@@ -5,6 +5,7 @@
 //! | # | list ([`ListKind`]) | on a match | filter / reason |
 //! |---|---|---|---|
 //! | 1 | allowlist (`IpAllow`) | accept, ends the chain | `ip` / `WhiteList` |
+//! | 1a | the source's token bucket is empty ([`crate::ratelimit`], not a list) | drop | `rate` / `Limiter` |
 //! | 2 | user blocklist (`IpBlock`) | drop | `ip` / `BlackList` |
 //! | 3 | FireHOL level1 (`FeedFireHol`) | drop | `ip` / `FireHOL` |
 //! | 4 | Spamhaus DROP (`FeedSpamhaus`) | drop | `ip` / `Spamhaus` |
@@ -100,11 +101,13 @@ pub enum Filter {
     Ja3,
     /// The user JA4 blocklist.
     Ja4,
+    /// The per-source rate limiter (after the allowlist, before the blocklists).
+    Rate,
 }
 
 impl Filter {
     /// Every filter, in index order.
-    pub const ALL: [Filter; 7] = [
+    pub const ALL: [Filter; 8] = [
         Filter::Empty,
         Filter::Ip,
         Filter::Geo,
@@ -112,6 +115,7 @@ impl Filter {
         Filter::Domain,
         Filter::Ja3,
         Filter::Ja4,
+        Filter::Rate,
     ];
 
     /// Metric / status label.
@@ -124,6 +128,7 @@ impl Filter {
             Filter::Domain => "domain",
             Filter::Ja3 => "ja3",
             Filter::Ja4 => "ja4",
+            Filter::Rate => "rate",
         }
     }
 
@@ -149,11 +154,13 @@ pub enum Reason {
     SomeoneWhoCares,
     /// A TLS ClientHello that could not be inspected (see [`crate::inspect::Uninspectable`]).
     Uninspectable,
+    /// The source exceeded its token bucket.
+    Limiter,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Default,
         Reason::Unparsable,
         Reason::WhiteList,
@@ -165,6 +172,7 @@ impl Reason {
         Reason::StevenBlack,
         Reason::SomeoneWhoCares,
         Reason::Uninspectable,
+        Reason::Limiter,
     ];
 
     /// Metric / status label.
@@ -181,6 +189,7 @@ impl Reason {
             Reason::StevenBlack => "StevenBlack",
             Reason::SomeoneWhoCares => "SomeoneWhoCares",
             Reason::Uninspectable => "uninspectable",
+            Reason::Limiter => "Limiter",
         }
     }
 
@@ -251,6 +260,8 @@ impl Decision {
     pub const JA3_BLACKLISTED: Decision = Decision::drop(Filter::Ja3, Reason::BlackList);
     /// The JA4 in the user JA4 blocklist.
     pub const JA4_BLACKLISTED: Decision = Decision::drop(Filter::Ja4, Reason::BlackList);
+    /// Step 2: the source exceeded its token bucket (`rate` / `Limiter`, as the original).
+    pub const RATE_LIMITED: Decision = Decision::drop(Filter::Rate, Reason::Limiter);
 
     /// The decision for a packet without a readable source address.
     pub fn unparsable(policy: UnparsableVerdict) -> Decision {
@@ -641,17 +652,49 @@ impl RuleSet {
         Decision::DEFAULT
     }
 
+    /// True when steps 1–8 decide every address the same under `self` and `other` because
+    /// they share every list those steps read (the same `Arc`s: only payload lists changed).
+    /// Cheap; false does not mean a decision changed, only that it may have.
+    pub fn same_source_policy(&self, other: &RuleSet) -> bool {
+        Arc::ptr_eq(&self.allow, &other.allow)
+            && Arc::ptr_eq(&self.block, &other.block)
+            && Arc::ptr_eq(&self.firehol, &other.firehol)
+            && Arc::ptr_eq(&self.spamhaus, &other.spamhaus)
+            && Arc::ptr_eq(&self.feodo, &other.feodo)
+            && Arc::ptr_eq(&self.countries, &other.countries)
+            && Arc::ptr_eq(&self.asn_block, &other.asn_block)
+            && Arc::ptr_eq(&self.asn_drop, &other.asn_drop)
+            && Arc::ptr_eq(&self.asn_table, &other.asn_table)
+    }
+
     /// Run the chain for a parsed packet.
     #[inline]
     pub fn evaluate(&self, packet: &PacketMeta) -> Decision {
         self.evaluate_source(packet.src)
     }
 
-    /// Run the chain for a source address.
+    /// Run the chain for a source address (steps 1–8, without the rate limiter: what the
+    /// policy says about an address, as `check`, explain and revocation need it).
     #[inline]
     pub fn evaluate_source(&self, src: IpAddr) -> Decision {
+        self.evaluate_source_limited(src, |_| true)
+    }
+
+    /// Steps 1–8 with the rate limiter between the allowlist and the blocklists: `within_rate`
+    /// is asked only for a source that is not allowlisted, and a `false` drops the packet
+    /// (`rate` / `Limiter`). Every packet that reaches the queue and is not allowlisted costs
+    /// a token, also one a blocklist would drop (as the original: the limiter comes first).
+    #[inline]
+    pub fn evaluate_source_limited(
+        &self,
+        src: IpAddr,
+        within_rate: impl FnOnce(IpAddr) -> bool,
+    ) -> Decision {
         if self.allow.contains(src) {
             return Decision::WHITELISTED;
+        }
+        if !within_rate(src) {
+            return Decision::RATE_LIMITED;
         }
         if self.block.contains(src) {
             return Decision::BLACKLISTED;
@@ -751,13 +794,76 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_limiter_sits_between_allowlist_and_blocklists() {
+        let rules = ip_lists(&["198.51.100.0/24"], &["203.0.113.0/24"]);
+        let allowed: IpAddr = "198.51.100.1".parse().unwrap();
+        let blocked: IpAddr = "203.0.113.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let ask = |within: bool| {
+            let asked = &asked;
+            move |ip: IpAddr| {
+                asked.borrow_mut().push(ip);
+                within
+            }
+        };
+        // The allowlist wins without costing a token.
+        assert_eq!(
+            rules.evaluate_source_limited(allowed, ask(false)),
+            Decision::WHITELISTED
+        );
+        // Over the rate: dropped by the limiter, before the blocklist is consulted.
+        assert_eq!(
+            rules.evaluate_source_limited(blocked, ask(false)),
+            Decision::RATE_LIMITED
+        );
+        assert_eq!(
+            rules.evaluate_source_limited(other, ask(false)),
+            Decision::RATE_LIMITED
+        );
+        // Within the rate: the chain goes on as without a limiter.
+        assert_eq!(
+            rules.evaluate_source_limited(blocked, ask(true)),
+            Decision::BLACKLISTED
+        );
+        assert_eq!(
+            rules.evaluate_source_limited(other, ask(true)),
+            Decision::DEFAULT
+        );
+        assert_eq!(*asked.borrow(), [blocked, other, blocked, other]);
+        assert_eq!(
+            (
+                Decision::RATE_LIMITED.filter.label(),
+                Decision::RATE_LIMITED.reason.label()
+            ),
+            ("rate", "Limiter")
+        );
+    }
+
+    #[test]
+    fn same_source_policy_compares_the_source_lists_only() {
+        let base = ip_lists(&[], &["203.0.113.0/24"]);
+        let names = base.clone().with_list(
+            ListKind::DomainBlock,
+            &[Entry::Domain(
+                meds_proto::DomainName::parse_user("a.example").unwrap(),
+            )],
+        );
+        assert!(base.same_source_policy(&names));
+        let more = base
+            .clone()
+            .with_list(ListKind::IpBlock, &[prefix("192.0.2.0/24")]);
+        assert!(!base.same_source_policy(&more));
+    }
+
+    #[test]
     fn labels() {
         let verdicts: Vec<_> = Verdict::ALL.iter().map(|v| v.label()).collect();
         assert_eq!(verdicts, ["accept", "drop"]);
         let filters: Vec<_> = Filter::ALL.iter().map(|f| f.label()).collect();
         assert_eq!(
             filters,
-            ["empty", "ip", "geo", "asn", "domain", "ja3", "ja4"]
+            ["empty", "ip", "geo", "asn", "domain", "ja3", "ja4", "rate"]
         );
         let reasons: Vec<_> = Reason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(
@@ -774,6 +880,7 @@ mod tests {
                 "StevenBlack",
                 "SomeoneWhoCares",
                 "uninspectable",
+                "Limiter",
             ]
         );
         for (i, v) in Verdict::ALL.iter().enumerate() {

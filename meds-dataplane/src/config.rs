@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
@@ -14,6 +15,8 @@ use crate::firewall::RuleConfig;
 use crate::flow::{Limits, LimitsError, Reassembler};
 use crate::inspect::{InspectConfig, Uninspectable as UninspectablePolicy};
 use crate::nfqueue::QueueConfig;
+use crate::offload::{Marks, MarksError};
+use crate::ratelimit::{self, RateLimitConfig, RateLimitConfigError, RateLimitSettings};
 
 /// Default path of the persisted policy.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/meds-dataplane/policy.pb";
@@ -27,6 +30,10 @@ pub const MAX_QUEUE_LEN: u32 = 1 << 20;
 pub const MIN_COPY_RANGE: u32 = 128;
 /// Largest accepted `--copy-range` (the kernel's limit).
 pub const MAX_COPY_RANGE: u32 = 65535;
+/// Most packet threads (`--readers-count`).
+pub const MAX_READERS: u16 = 64;
+/// Largest `--recv-batch`.
+pub const MAX_RECV_BATCH: usize = 1024;
 /// Longest chain name iptables accepts.
 pub const MAX_CHAIN_LEN: usize = 28;
 /// Longest Unix socket path (`sun_path` minus the terminating NUL).
@@ -96,9 +103,94 @@ pub struct Args {
     /// NFQUEUE number to bind.
     #[arg(long, env = "MEDS_QUEUE_NUM", default_value_t = 0)]
     pub queue_num: u16,
-    /// Kernel queue length (packets waiting for a verdict).
-    #[arg(long, env = "MEDS_QUEUE_MAX_LEN", default_value_t = 4096)]
+    /// Kernel queue length per queue (packets waiting for a verdict).
+    #[arg(
+        long,
+        alias = "reader-queue-len",
+        env = "MEDS_QUEUE_MAX_LEN",
+        default_value_t = 4096
+    )]
     pub queue_max_len: u32,
+    /// Queues (and packet threads) from --queue-num on; more than one installs
+    /// `--queue-balance`: the kernel spreads flows over the queues by a hash of the addresses
+    /// and protocol.
+    #[arg(long, env = "MEDS_READERS_COUNT", default_value_t = 1)]
+    pub readers_count: u16,
+    /// Do not pin packet thread i to CPU i (modulo the CPUs the process may use).
+    #[arg(
+        long,
+        env = "MEDS_NO_PIN_READERS",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub no_pin_readers: bool,
+    /// Queue messages read per receive call (recvmmsg) and answered together.
+    #[arg(long, env = "MEDS_RECV_BATCH", default_value_t = 64)]
+    pub recv_batch: usize,
+    /// Let the kernel segment GSO/GRO packets and finish their checksums before queueing them
+    /// (slower; by default they are queued whole, NFQA_CFG_F_GSO, and checksums the kernel has
+    /// not finished are not checked by the inspector).
+    #[arg(
+        long,
+        env = "MEDS_NO_GSO",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub no_gso: bool,
+    /// Queue every packet: no conntrack offload of decided flows.
+    #[arg(
+        long,
+        env = "MEDS_NO_OFFLOAD",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub no_offload: bool,
+    /// Mark bit(s) of trusted flows (packet and connection mark; hex 0x… or decimal). Reserved
+    /// for Meds: other bits of a mark are never changed.
+    #[arg(long, env = "MEDS_MARK_TRUSTED", default_value = "0x100000", value_parser = parse_mark)]
+    pub mark_trusted: u32,
+    /// Mark bit(s) of blocked flows, disjoint from --mark-trusted.
+    #[arg(long, env = "MEDS_MARK_BLOCKED", default_value = "0x200000", value_parser = parse_mark)]
+    pub mark_blocked: u32,
+    /// Packets per second each source may send to the queue (token bucket refill). IPv4
+    /// sources are limited per address, IPv6 per --rate-limiter-ipv6-prefix.
+    #[arg(long, env = "MEDS_RATE_LIMITER_RATE", default_value_t = ratelimit::DEFAULT_RATE)]
+    pub rate_limiter_rate: u64,
+    /// Packets a source may send at once above its rate (bucket size).
+    #[arg(long, env = "MEDS_RATE_LIMITER_BURST", default_value_t = ratelimit::DEFAULT_BURST)]
+    pub rate_limiter_burst: u64,
+    /// Sources tracked at once per address family (memory is allocated for them at start; an
+    /// idle source is evicted for a new one, two sources never share a bucket).
+    #[arg(
+        long,
+        env = "MEDS_RATE_LIMITER_CACHE_SIZE",
+        default_value_t = ratelimit::DEFAULT_CACHE_SIZE
+    )]
+    pub rate_limiter_cache_size: u64,
+    /// A source idle this long is forgotten (e.g. 3m, 180s, 1h30m).
+    #[arg(
+        long,
+        env = "MEDS_RATE_LIMITER_CACHE_TTL",
+        default_value = "3m",
+        value_parser = parse_ttl
+    )]
+    pub rate_limiter_cache_ttl: Duration,
+    /// IPv6 sources are limited per prefix of this length (16..=64): an attacker rotating
+    /// addresses inside its own /64 still shares one bucket.
+    #[arg(
+        long,
+        env = "MEDS_RATE_LIMITER_IPV6_PREFIX",
+        default_value_t = ratelimit::DEFAULT_IPV6_PREFIX
+    )]
+    pub rate_limiter_ipv6_prefix: u8,
+    /// No per-source rate limiting.
+    #[arg(
+        long,
+        env = "MEDS_NO_RATE_LIMITER",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub no_rate_limiter: bool,
     /// Netlink socket receive buffer (set with SO_RCVBUFFORCE).
     #[arg(long, env = "MEDS_RCVBUF_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub rcvbuf_bytes: usize,
@@ -230,11 +322,31 @@ pub struct Config {
     pub state_file: PathBuf,
     pub log_level: LevelFilter,
     pub log_format: LogFormat,
+    /// Packet threads (one per queue, `queue.queue_num` on).
+    pub readers: u16,
+    /// Pin packet thread i to the i-th CPU the process may use.
+    pub pin_readers: bool,
+    /// Queue messages read per receive call.
+    pub recv_batch: usize,
+    /// Offload mark bits; `None` with --no-offload.
+    pub offload: Option<Marks>,
+    /// The per-source rate limiter; `None` with --no-rate-limiter.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// A refused flag value. Each message names the flag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--readers-count must be between 1 and {MAX_READERS}, got {0}")]
+    Readers(u16),
+    #[error("--queue-num {first} with --readers-count {count} needs queues past 65535")]
+    QueueRange { first: u16, count: u16 },
+    #[error("--recv-batch must be between 1 and {MAX_RECV_BATCH}, got {0}")]
+    RecvBatch(usize),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitConfigError),
+    #[error("--mark-trusted/--mark-blocked: {0}")]
+    Marks(#[from] MarksError),
     #[error("--queue-max-len must be between 1 and {MAX_QUEUE_LEN}, got {0}")]
     QueueMaxLen(u32),
     #[error("--rcvbuf-bytes must be between {MIN_RCVBUF_BYTES} and {MAX_RCVBUF_BYTES}, got {0}")]
@@ -284,6 +396,31 @@ impl Config {
         if !(MIN_COPY_RANGE..=MAX_COPY_RANGE).contains(&args.copy_range) {
             return Err(ConfigError::CopyRange(args.copy_range));
         }
+        if args.readers_count == 0 || args.readers_count > MAX_READERS {
+            return Err(ConfigError::Readers(args.readers_count));
+        }
+        if args.queue_num.checked_add(args.readers_count - 1).is_none() {
+            return Err(ConfigError::QueueRange {
+                first: args.queue_num,
+                count: args.readers_count,
+            });
+        }
+        if args.recv_batch == 0 || args.recv_batch > MAX_RECV_BATCH {
+            return Err(ConfigError::RecvBatch(args.recv_batch));
+        }
+        let marks = Marks::new(args.mark_trusted, args.mark_blocked)?;
+        let offload = (!args.no_offload).then_some(marks);
+        let rate_limit = if args.no_rate_limiter {
+            None
+        } else {
+            Some(RateLimitConfig::new(RateLimitSettings {
+                rate: args.rate_limiter_rate,
+                burst: args.rate_limiter_burst,
+                cache_size: args.rate_limiter_cache_size,
+                cache_ttl: args.rate_limiter_cache_ttl,
+                ipv6_prefix: args.rate_limiter_ipv6_prefix,
+            })?)
+        };
         validate_chain(&args.chain)?;
         validate_socket(&args.sync_socket)?;
         if args.state_file.file_name().is_none()
@@ -313,18 +450,26 @@ impl Config {
                 copy_range: args.copy_range,
                 rcvbuf_bytes: args.rcvbuf_bytes,
                 fail_open: args.fail_open,
+                gso: !args.no_gso,
             },
             rules: RuleConfig {
                 chain: args.chain,
                 queue_num: args.queue_num,
+                queue_count: args.readers_count,
                 queue_bypass: !args.no_queue_bypass,
                 ipv6_defrag: !args.no_ipv6_defrag,
+                offload,
             },
             unparsable,
             inspect,
             state_file: args.state_file,
             log_level,
             log_format: args.log_format,
+            readers: args.readers_count,
+            pin_readers: !args.no_pin_readers,
+            recv_batch: args.recv_batch,
+            offload,
+            rate_limit,
         })
     }
 }
@@ -335,6 +480,21 @@ impl TryFrom<Args> for Config {
     fn try_from(args: Args) -> Result<Config, ConfigError> {
         Config::from_args(args)
     }
+}
+
+/// `--rate-limiter-cache-ttl`: [`ratelimit::parse_duration`], its message for clap.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    ratelimit::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// A mark: `0x` hexadecimal or decimal, 32 bits.
+fn parse_mark(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => t.parse::<u32>(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not a 32-bit mark (0x hexadecimal or decimal)"))
 }
 
 /// The reassembler's own checks, reported under the flag names.
@@ -423,6 +583,7 @@ mod tests {
                 copy_range: 65535,
                 rcvbuf_bytes: 8 * 1024 * 1024,
                 fail_open: false,
+                gso: true,
             }
         );
         assert_eq!(
@@ -430,10 +591,14 @@ mod tests {
             RuleConfig {
                 chain: "MEDS".into(),
                 queue_num: 0,
+                queue_count: 1,
                 queue_bypass: true,
                 ipv6_defrag: true,
+                offload: Some(Marks::DEFAULT),
             }
         );
+        assert_eq!(c.offload, Some(Marks::DEFAULT));
+        assert_eq!((c.readers, c.pin_readers, c.recv_batch), (1, true, 64));
         assert_eq!(c.unparsable, UnparsableVerdict::Accept);
         assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
         assert_eq!(c.log_level, LevelFilter::INFO);
@@ -442,6 +607,145 @@ mod tests {
         assert_eq!(c.inspect.limits, Limits::DEFAULT);
         assert_eq!(c.inspect.uninspectable, UninspectablePolicy::Accept);
         assert!(c.inspect.verify_checksums);
+    }
+
+    #[test]
+    fn queue_and_offload_flags() {
+        let c = parse(&[
+            "--queue-num",
+            "10",
+            "--readers-count",
+            "4",
+            "--reader-queue-len",
+            "100",
+            "--recv-batch",
+            "1",
+            "--mark-trusted",
+            "0x1",
+            "--mark-blocked",
+            "2",
+            "--no-pin-readers",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.readers, c.rules.queue_count, c.queue.max_len),
+            (4, 4, 100)
+        );
+        assert_eq!(c.offload, Some(Marks::new(1, 2).unwrap()));
+        assert_eq!(c.rules.offload, c.offload);
+        assert!(!c.pin_readers);
+        assert_eq!(c.recv_batch, 1);
+        let c = parse(&["--no-offload"]).unwrap();
+        assert_eq!((c.offload, c.rules.offload), (None, None));
+        let refused: &[(&[&str], &str)] = &[
+            (
+                &["--readers-count", "0"],
+                "--readers-count must be between 1 and 64, got 0",
+            ),
+            (
+                &["--readers-count", "65"],
+                "--readers-count must be between 1 and 64, got 65",
+            ),
+            (
+                &["--queue-num", "65535", "--readers-count", "2"],
+                "--queue-num 65535 with --readers-count 2 needs queues past 65535",
+            ),
+            (
+                &["--recv-batch", "0"],
+                "--recv-batch must be between 1 and 1024, got 0",
+            ),
+            (
+                &["--mark-trusted", "0"],
+                "--mark-trusted/--mark-blocked: the trusted mark must not be 0",
+            ),
+            (
+                &["--mark-trusted", "0x300000"],
+                "--mark-trusted/--mark-blocked: the trusted mark 0x300000 and the blocked mark 0x200000 share bits",
+            ),
+        ];
+        for (flags, want) in refused {
+            assert_eq!(parse(flags).unwrap_err().to_string(), *want, "{flags:?}");
+        }
+        // A mark that is no number is refused by clap, naming the value.
+        let mut argv = vec!["meds-dataplane", "--mark-trusted", "0xfoo"];
+        let err = Args::try_parse_from(argv.drain(..))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a 32-bit mark"), "{err}");
+    }
+
+    #[test]
+    fn rate_limiter_flags() {
+        let c = parse(&[]).unwrap();
+        let defaults = c.rate_limit.expect("on by default");
+        assert_eq!(
+            (
+                defaults.rate(),
+                defaults.burst(),
+                defaults.cache_size(),
+                defaults.cache_ttl(),
+                defaults.ipv6_prefix()
+            ),
+            (3000, 1500, 100_000, Duration::from_secs(180), 64)
+        );
+        let c = parse(&[
+            "--rate-limiter-rate",
+            "20",
+            "--rate-limiter-burst",
+            "40",
+            "--rate-limiter-cache-size",
+            "1000",
+            "--rate-limiter-cache-ttl",
+            "1h30m",
+            "--rate-limiter-ipv6-prefix",
+            "48",
+        ])
+        .unwrap();
+        let limit = c.rate_limit.unwrap();
+        assert_eq!(
+            (
+                limit.rate(),
+                limit.burst(),
+                limit.cache_size(),
+                limit.cache_ttl(),
+                limit.ipv6_prefix()
+            ),
+            (20, 40, 1000, Duration::from_secs(5400), 48)
+        );
+        assert_eq!(parse(&["--no-rate-limiter"]).unwrap().rate_limit, None);
+        let refused: &[(&[&str], &str)] = &[
+            (
+                &["--rate-limiter-rate", "0"],
+                "--rate-limiter-rate must be at least 1",
+            ),
+            (
+                &["--rate-limiter-burst", "0"],
+                "--rate-limiter-burst must be at least 1",
+            ),
+            (
+                &["--rate-limiter-rate", "18446744073709551615"],
+                "--rate-limiter-rate 18446744073709551615 is above the maximum",
+            ),
+            (
+                &["--rate-limiter-cache-size", "0"],
+                "--rate-limiter-cache-size must be at least 1",
+            ),
+            (
+                &["--rate-limiter-cache-ttl", "0s"],
+                "--rate-limiter-cache-ttl must be longer than 0",
+            ),
+            (
+                &["--rate-limiter-ipv6-prefix", "96"],
+                "--rate-limiter-ipv6-prefix 96 is outside",
+            ),
+        ];
+        for (flags, want) in refused {
+            let err = parse(flags).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{flags:?}: {err}");
+        }
+        let argv = ["meds-dataplane", "--rate-limiter-cache-ttl", "3 fortnights"];
+        let err = Args::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("invalid duration"), "{err}");
     }
 
     #[test]

@@ -1,20 +1,46 @@
-//! The iptables/ip6tables rules that send inbound packets to the NFQUEUE.
+//! The iptables/ip6tables rules that send inbound packets to the NFQUEUE and keep decided
+//! flows in the kernel.
 //!
-//! Layout (table `filter`), the same for both families except for the marked rule:
+//! Layout (table `mangle`), the same for both families except for the reassembly rule; `T`
+//! and `B` are the trusted and blocked mark bits, `M = T|B` (see [`crate::offload`]):
 //!
 //! ```text
 //! -N <chain>
 //! -A <chain> -i lo -j RETURN
-//! -A <chain> -m comment --comment meds -j NFQUEUE --queue-num N [--queue-bypass]
+//! -A <chain> -m connmark --mark B/B -j DROP                                     (offload)
+//! -A <chain> -m connmark --mark T/T -j RETURN                                   (offload)
+//! -A <chain> -m mark --mark T/T -m conntrack --ctstate NEW,ESTABLISHED
+//!            -j CONNMARK --save-mark --nfmask M --ctmask M                      (offload)
+//! -A <chain> -m mark --mark T/T -j RETURN                                       (offload)
+//! -A <chain> -m mark --mark B/B -m conntrack --ctstate NEW,ESTABLISHED
+//!            -j CONNMARK --save-mark --nfmask M --ctmask M                      (offload)
+//! -A <chain> -m mark --mark B/B -j DROP                                         (offload)
+//! -A <chain> -m comment --comment meds -j NFQUEUE --queue-num N | --queue-balance N:N+k-1
+//!            [--queue-bypass]
 //! -A <chain> -m socket -m comment --comment meds-ipv6-defrag      (ip6tables only)
 //! -I INPUT 1 -m comment --comment meds -j <chain>
 //! ```
 //!
-//! The jump sits at the top of `INPUT` (position 1), so an earlier ACCEPT (ESTABLISHED, ufw,
-//! firewalld, port allows) cannot bypass Meds (upstream weakness W3), and IPv6 is filtered like
+//! ## Where and why
+//! The chain hangs off `mangle INPUT` (hook priority -150), which the kernel runs before the
+//! whole `filter INPUT` table: no ACCEPT of another tool (ESTABLISHED rules, ufw, firewalld,
+//! port allows) can bypass Meds (upstream weakness W3), and Meds only *removes* packets: what
+//! it accepts continues to `filter INPUT`, where the host's own firewall still applies (the
+//! original's ACCEPT in `filter INPUT` skipped the host's later rules). IPv6 is filtered like
 //! IPv4 (W1). Loopback is never queued. Installing first removes whatever a crashed run left
-//! behind (every `INPUT` rule that jumps to the chain, then the chain itself), so restarts never
-//! duplicate rules; removing is idempotent (W16).
+//! behind in `mangle` and in `filter` (where earlier versions lived), so restarts and upgrades
+//! never duplicate rules; removing is idempotent (W16).
+//!
+//! ## Offload
+//! A decided packet comes back from the dataplane with `NF_REPEAT` and the trusted or blocked
+//! bit added to its mark; the hook runs again, the rules above copy only those bits into the
+//! connection mark (`--nfmask M --ctmask M`: other bits of the connection mark are never
+//! touched) and accept or drop the packet. Later packets of the connection hit the `connmark`
+//! rules and never reach the queue. Related packets (ICMP errors) never write a mark: their
+//! conntrack entry is the flow they refer to, which one ICMP message from a router must not
+//! decide. [`RuleConfig::offload`] = `None` (`--no-offload`) leaves only the loopback and
+//! queue rules. The mark bits are reserved for Meds: a packet that arrives with one already
+//! set (another tool using the same bits) would be taken as decided.
 //!
 //! ## IPv6 fragments
 //! The dataplane must see whole datagrams: a DNS query or a ClientHello cut into fragments so
@@ -23,18 +49,16 @@
 //! IPv6 reassembles locally only *after* `INPUT` (the fragment header's protocol handler),
 //! unless the namespace has `nf_defrag_ipv6`, whose PREROUTING hook (priority -400) reassembles
 //! first. The kernel enables it per namespace, reference-counted, for as long as a rule needing
-//! it exists: conntrack matches do, and so does the `socket` match (xt_socket's checkentry). We
-//! use the `socket` match because it enables reassembly *without* connection tracking (no
-//! conntrack table to fill and drop from, no per-flow state), and we append it after the
-//! NFQUEUE rule, which is terminal: the rule is never evaluated (no per-packet cost, no effect
-//! on any verdict); it exists for its side effect while it is loaded. Flushing the chain on
-//! removal drops the reference again. Reassembly follows the same rules as the local stack's
-//! (shared kernel code: overlapping fragments discard the datagram, incomplete ones time out),
-//! under its own limits (`net.netfilter.nf_conntrack_frag6_*`); forwarded IPv6 traffic is
-//! reassembled and re-fragmented on output, as on any host that tracks IPv6 connections. If the
-//! kernel lacks the `socket` match, install fails with [`FirewallError::Ipv6Defrag`];
-//! [`RuleConfig::ipv6_defrag`] = false (`--no-ipv6-defrag`) skips the rule and accepts the
-//! bypass.
+//! it exists: conntrack matches do (so offload alone enables it), and so does the `socket`
+//! match (xt_socket's checkentry), which enables reassembly *without* connection tracking. We
+//! append the `socket` rule after the NFQUEUE rule, which is terminal: the rule is never
+//! evaluated (no per-packet cost, no effect on any verdict); it exists for its side effect
+//! while it is loaded, also with `--no-offload`. Flushing the chain on removal drops the
+//! reference again. Reassembly follows the same rules as the local stack's (shared kernel
+//! code: overlapping fragments discard the datagram, incomplete ones time out), under its own
+//! limits (`net.netfilter.nf_conntrack_frag6_*`). If the kernel lacks the `socket` match,
+//! install fails with [`FirewallError::Ipv6Defrag`]; [`RuleConfig::ipv6_defrag`] = false
+//! (`--no-ipv6-defrag`) skips the rule and accepts the bypass.
 //!
 //! This module runs the `iptables`/`ip6tables` binaries; the argument vectors are built by pure
 //! functions so they can be checked without root. It knows nothing about packets or policy.
@@ -44,10 +68,14 @@ use std::fmt::Write as _;
 use std::io;
 use std::process::{Command, ExitStatus, Stdio};
 
+use crate::offload::Marks;
+
 /// Comment on every rule Meds creates (`-m comment --comment meds`).
 pub const COMMENT: &str = "meds";
 /// The table the rules live in.
-pub const TABLE: &str = "filter";
+pub const TABLE: &str = "mangle";
+/// Tables where earlier versions put the chain: cleaned up on install and removal.
+pub const LEGACY_TABLES: [&str; 1] = ["filter"];
 /// The built-in chain whose first rule jumps to ours.
 pub const HOOK_CHAIN: &str = "INPUT";
 /// How long an iptables command waits for the xtables lock (legacy backend) before failing.
@@ -80,13 +108,18 @@ impl Family {
 pub struct RuleConfig {
     /// Name of our own chain (validated by `config`: `[A-Za-z0-9_-]{1,28}`).
     pub chain: String,
-    /// The NFQUEUE number packets go to.
+    /// The first NFQUEUE number packets go to.
     pub queue_num: u16,
+    /// How many queues, from `queue_num` on (`--queue-balance`, the kernel spreads flows by
+    /// a hash of the addresses and protocol). At least 1.
+    pub queue_count: u16,
     /// Add `--queue-bypass`: accept packets while no process is bound to the queue.
     pub queue_bypass: bool,
     /// Add the IPv6 rule that makes the kernel reassemble fragments before `INPUT` (module
     /// docs). False lets IPv6 fragments reach the queue one by one, uninspectable.
     pub ipv6_defrag: bool,
+    /// The offload mark bits; `None` installs no offload rule (every packet is queued).
+    pub offload: Option<Marks>,
 }
 
 /// Why a firewall change failed. Every variant names the command it ran.
@@ -192,7 +225,7 @@ impl Firewall {
 
     fn install_family(&self, family: Family) -> Result<(), FirewallError> {
         self.remove_family(family)?;
-        let defrag = with_chain_rule(&self.rules.chain, &defrag_spec());
+        let defrag = with_chain_rule(TABLE, &self.rules.chain, &defrag_spec());
         for args in create_commands(&self.rules, family) {
             self.run(family, &args).map_err(|e| {
                 if args == defrag {
@@ -206,10 +239,12 @@ impl Firewall {
     }
 
     fn remove_family(&self, family: Family) -> Result<(), FirewallError> {
-        let listing = self.run(family, &list_table_args())?;
-        let listing = Listing::parse(&listing);
-        for args in removal_commands(&listing, &self.rules.chain) {
-            self.run(family, &args)?;
+        for table in std::iter::once(TABLE).chain(LEGACY_TABLES) {
+            let listing = self.run(family, &list_table_args(table))?;
+            let listing = Listing::parse(&listing);
+            for args in removal_commands(&listing, table, &self.rules.chain) {
+                self.run(family, &args)?;
+            }
         }
         Ok(())
     }
@@ -259,69 +294,93 @@ fn display_command(argv: &[OsString]) -> String {
     s
 }
 
-fn base_args() -> Vec<String> {
-    vec![
+fn with_base(table: &str, rest: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
         "-w".into(),
         LOCK_WAIT_SECONDS.into(),
         "-t".into(),
-        TABLE.into(),
-    ]
-}
-
-fn with_base(rest: &[&str]) -> Vec<String> {
-    let mut args = base_args();
+        table.into(),
+    ];
     args.extend(rest.iter().map(|s| (*s).to_owned()));
     args
 }
 
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// The match and target of the `INPUT` jump (without the `-I INPUT 1` part).
 pub fn jump_spec(chain: &str) -> Vec<String> {
-    ["-m", "comment", "--comment", COMMENT, "-j", chain]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    owned(&["-m", "comment", "--comment", COMMENT, "-j", chain])
 }
 
 /// The match and target of the queue rule inside our chain.
 pub fn queue_spec(rules: &RuleConfig) -> Vec<String> {
-    let mut spec: Vec<String> = [
-        "-m",
-        "comment",
-        "--comment",
-        COMMENT,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    spec.push(rules.queue_num.to_string());
+    let mut spec = owned(&["-m", "comment", "--comment", COMMENT, "-j", "NFQUEUE"]);
+    let last = rules.queue_num.saturating_add(rules.queue_count.max(1) - 1);
+    if last > rules.queue_num {
+        spec.push("--queue-balance".into());
+        spec.push(format!("{}:{last}", rules.queue_num));
+    } else {
+        spec.push("--queue-num".into());
+        spec.push(rules.queue_num.to_string());
+    }
     if rules.queue_bypass {
         spec.push("--queue-bypass".into());
     }
     spec
 }
 
+/// The offload rules, in order, before the queue rule (module docs).
+pub fn offload_specs(marks: Marks) -> Vec<Vec<String>> {
+    let bits = |v: u32| format!("{v:#x}/{v:#x}");
+    let (t, b) = (bits(marks.trusted()), bits(marks.blocked()));
+    let mask = format!("{:#x}", marks.mask());
+    let save = |mark: &str| {
+        owned(&[
+            "-m",
+            "mark",
+            "--mark",
+            mark,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW,ESTABLISHED",
+            "-j",
+            "CONNMARK",
+            "--save-mark",
+            "--nfmask",
+            &mask,
+            "--ctmask",
+            &mask,
+        ])
+    };
+    vec![
+        owned(&["-m", "connmark", "--mark", &b, "-j", "DROP"]),
+        owned(&["-m", "connmark", "--mark", &t, "-j", "RETURN"]),
+        save(&t),
+        owned(&["-m", "mark", "--mark", &t, "-j", "RETURN"]),
+        save(&b),
+        owned(&["-m", "mark", "--mark", &b, "-j", "DROP"]),
+    ]
+}
+
 /// The match of the IPv6 rule that enables reassembly (module docs). No target: were it ever
 /// reached, it would only count the packet.
 pub fn defrag_spec() -> Vec<String> {
-    ["-m", "socket", "-m", "comment", "--comment", DEFRAG_COMMENT]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    owned(&["-m", "socket", "-m", "comment", "--comment", DEFRAG_COMMENT])
 }
 
 /// `-A chain SPEC...` with the base arguments.
-fn with_chain_rule(chain: &str, spec: &[String]) -> Vec<String> {
-    let mut args = with_base(&["-A", chain]);
+fn with_chain_rule(table: &str, chain: &str, spec: &[String]) -> Vec<String> {
+    let mut args = with_base(table, &["-A", chain]);
     args.extend(spec.iter().cloned());
     args
 }
 
-/// `-S` of the whole table: user chains (`-N`) and every rule (`-A`).
-pub fn list_table_args() -> Vec<String> {
-    with_base(&["-S"])
+/// `-S` of a whole table: user chains (`-N`) and every rule (`-A`).
+pub fn list_table_args(table: &str) -> Vec<String> {
+    with_base(table, &["-S"])
 }
 
 /// The commands that create our rules for `family`, in order: the chain and its rules first
@@ -329,25 +388,30 @@ pub fn list_table_args() -> Vec<String> {
 /// queued), the jump last, so no packet enters a half-built chain.
 pub fn create_commands(rules: &RuleConfig, family: Family) -> Vec<Vec<String>> {
     let chain = rules.chain.as_str();
-    let mut jump = with_base(&["-I", HOOK_CHAIN, "1"]);
+    let mut jump = with_base(TABLE, &["-I", HOOK_CHAIN, "1"]);
     jump.extend(jump_spec(chain));
     let mut commands = vec![
-        with_base(&["-N", chain]),
-        with_base(&["-A", chain, "-i", "lo", "-j", "RETURN"]),
-        with_chain_rule(chain, &queue_spec(rules)),
+        with_base(TABLE, &["-N", chain]),
+        with_base(TABLE, &["-A", chain, "-i", "lo", "-j", "RETURN"]),
     ];
+    if let Some(marks) = rules.offload {
+        for spec in offload_specs(marks) {
+            commands.push(with_chain_rule(TABLE, chain, &spec));
+        }
+    }
+    commands.push(with_chain_rule(TABLE, chain, &queue_spec(rules)));
     if family == Family::V6 && rules.ipv6_defrag {
         // After the terminal NFQUEUE rule: loaded (which is what counts), never evaluated.
-        commands.push(with_chain_rule(chain, &defrag_spec()));
+        commands.push(with_chain_rule(TABLE, chain, &defrag_spec()));
     }
     commands.push(jump);
     commands
 }
 
-/// The commands that remove every trace of `chain` found in `listing`: if the chain exists,
-/// delete each `INPUT` rule that jumps (`-j`/`-g`) to it, then flush and delete the chain.
-/// Empty when nothing is installed.
-pub fn removal_commands(listing: &Listing, chain: &str) -> Vec<Vec<String>> {
+/// The commands that remove every trace of `chain` found in `listing` (the `-S` of `table`):
+/// if the chain exists, delete each `INPUT` rule that jumps (`-j`/`-g`) to it, then flush and
+/// delete the chain. Empty when nothing is installed.
+pub fn removal_commands(listing: &Listing, table: &str, chain: &str) -> Vec<Vec<String>> {
     let mut commands = Vec::new();
     // Only a user-defined chain can be the target of our jump. Without this check a chain name
     // that equals a target (`LOG`) would delete someone else's rules.
@@ -356,13 +420,13 @@ pub fn removal_commands(listing: &Listing, chain: &str) -> Vec<Vec<String>> {
     }
     for rule in listing.rules_of(HOOK_CHAIN) {
         if rule.targets(chain) {
-            let mut args = with_base(&["-D", HOOK_CHAIN]);
+            let mut args = with_base(table, &["-D", HOOK_CHAIN]);
             args.extend(rule.spec.iter().cloned());
             commands.push(args);
         }
     }
-    commands.push(with_base(&["-F", chain]));
-    commands.push(with_base(&["-X", chain]));
+    commands.push(with_base(table, &["-F", chain]));
+    commands.push(with_base(table, &["-X", chain]));
     commands
 }
 
@@ -472,18 +536,20 @@ mod tests {
         RuleConfig {
             chain: "MEDS".into(),
             queue_num,
+            queue_count: 1,
             queue_bypass,
             ipv6_defrag,
+            offload: None,
         }
     }
 
     #[test]
     fn create_commands_per_family_bypass_and_defrag() {
-        const QUEUE_0_BYPASS: &str = "-w 10 -t filter -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 0 --queue-bypass";
+        const QUEUE_0_BYPASS: &str = "-w 10 -t mangle -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 0 --queue-bypass";
         const QUEUE_MAX: &str =
-            "-w 10 -t filter -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 65535";
+            "-w 10 -t mangle -A MEDS -m comment --comment meds -j NFQUEUE --queue-num 65535";
         const DEFRAG: &str =
-            "-w 10 -t filter -A MEDS -m socket -m comment --comment meds-ipv6-defrag";
+            "-w 10 -t mangle -A MEDS -m socket -m comment --comment meds-ipv6-defrag";
         // (rules, family, queue rule, reassembly rule present)
         let cases = [
             (rules(0, true, true), Family::V4, QUEUE_0_BYPASS, false),
@@ -495,8 +561,8 @@ mod tests {
         ];
         for (rules, family, queue_line, defrag) in cases {
             let mut want = vec![
-                "-w 10 -t filter -N MEDS",
-                "-w 10 -t filter -A MEDS -i lo -j RETURN",
+                "-w 10 -t mangle -N MEDS",
+                "-w 10 -t mangle -A MEDS -i lo -j RETURN",
                 queue_line,
             ];
             // After the terminal queue rule (never evaluated), before the jump (reassembly is
@@ -504,13 +570,51 @@ mod tests {
             if defrag {
                 want.push(DEFRAG);
             }
-            want.push("-w 10 -t filter -I INPUT 1 -m comment --comment meds -j MEDS");
+            want.push("-w 10 -t mangle -I INPUT 1 -m comment --comment meds -j MEDS");
             assert_eq!(
                 strs(&create_commands(&rules, family)),
                 want,
                 "{rules:?} {family:?}"
             );
         }
+    }
+
+    #[test]
+    fn offload_and_balance_rules() {
+        let mut r = rules(4, false, true);
+        r.queue_count = 3;
+        r.offload = Some(Marks::new(0x1, 0x10_0000).unwrap());
+        assert_eq!(
+            strs(&create_commands(&r, Family::V4)),
+            vec![
+                "-w 10 -t mangle -N MEDS",
+                "-w 10 -t mangle -A MEDS -i lo -j RETURN",
+                "-w 10 -t mangle -A MEDS -m connmark --mark 0x100000/0x100000 -j DROP",
+                "-w 10 -t mangle -A MEDS -m connmark --mark 0x1/0x1 -j RETURN",
+                "-w 10 -t mangle -A MEDS -m mark --mark 0x1/0x1 -m conntrack --ctstate NEW,ESTABLISHED -j CONNMARK --save-mark --nfmask 0x100001 --ctmask 0x100001",
+                "-w 10 -t mangle -A MEDS -m mark --mark 0x1/0x1 -j RETURN",
+                "-w 10 -t mangle -A MEDS -m mark --mark 0x100000/0x100000 -m conntrack --ctstate NEW,ESTABLISHED -j CONNMARK --save-mark --nfmask 0x100001 --ctmask 0x100001",
+                "-w 10 -t mangle -A MEDS -m mark --mark 0x100000/0x100000 -j DROP",
+                "-w 10 -t mangle -A MEDS -m comment --comment meds -j NFQUEUE --queue-balance 4:6",
+                "-w 10 -t mangle -I INPUT 1 -m comment --comment meds -j MEDS",
+            ]
+        );
+        // A balance range is clamped at the last queue number.
+        r.queue_num = 65535;
+        assert!(queue_spec(&r).join(" ").ends_with("--queue-num 65535"));
+    }
+
+    #[test]
+    fn legacy_tables_are_cleaned_with_their_own_table_name() {
+        let listing = Listing::parse("-N MEDS\n-A INPUT -m comment --comment meds -j MEDS\n");
+        assert_eq!(
+            strs(&removal_commands(&listing, "filter", "MEDS")),
+            vec![
+                "-w 10 -t filter -D INPUT -m comment --comment meds -j MEDS",
+                "-w 10 -t filter -F MEDS",
+                "-w 10 -t filter -X MEDS",
+            ]
+        );
     }
 
     #[test]
@@ -531,11 +635,11 @@ mod tests {
             Some(spec)
         );
         assert_eq!(
-            strs(&removal_commands(&listing, "MEDS")),
+            strs(&removal_commands(&listing, TABLE, "MEDS")),
             vec![
-                "-w 10 -t filter -D INPUT -m comment --comment meds -j MEDS",
-                "-w 10 -t filter -F MEDS",
-                "-w 10 -t filter -X MEDS",
+                "-w 10 -t mangle -D INPUT -m comment --comment meds -j MEDS",
+                "-w 10 -t mangle -F MEDS",
+                "-w 10 -t mangle -X MEDS",
             ]
         );
     }
@@ -612,36 +716,36 @@ mod tests {
         let listing = Listing::parse(CRASHED_RUN);
         assert_eq!(listing.chains, vec!["MEDS", "MEDS2"]);
         assert_eq!(
-            strs(&removal_commands(&listing, "MEDS")),
+            strs(&removal_commands(&listing, TABLE, "MEDS")),
             vec![
-                "-w 10 -t filter -D INPUT -m comment --comment meds -j MEDS",
-                "-w 10 -t filter -D INPUT -m comment --comment meds -j MEDS",
-                "-w 10 -t filter -D INPUT -m comment --comment old meds -g MEDS",
-                "-w 10 -t filter -F MEDS",
-                "-w 10 -t filter -X MEDS",
+                "-w 10 -t mangle -D INPUT -m comment --comment meds -j MEDS",
+                "-w 10 -t mangle -D INPUT -m comment --comment meds -j MEDS",
+                "-w 10 -t mangle -D INPUT -m comment --comment old meds -g MEDS",
+                "-w 10 -t mangle -F MEDS",
+                "-w 10 -t mangle -X MEDS",
             ]
         );
         // The quoted comment stays one argument.
-        let cmds = removal_commands(&listing, "MEDS");
+        let cmds = removal_commands(&listing, TABLE, "MEDS");
         assert!(cmds[2].contains(&"old meds".to_owned()));
     }
 
     #[test]
     fn removal_of_nothing_is_empty() {
         let clean = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n";
-        assert!(removal_commands(&Listing::parse(clean), "MEDS").is_empty());
-        assert!(removal_commands(&Listing::parse(""), "MEDS").is_empty());
+        assert!(removal_commands(&Listing::parse(clean), TABLE, "MEDS").is_empty());
+        assert!(removal_commands(&Listing::parse(""), TABLE, "MEDS").is_empty());
         // A chain that exists without a jump is still flushed and deleted.
         let orphan = "-P INPUT ACCEPT\n-N MEDS\n-A MEDS -i lo -j RETURN\n";
         assert_eq!(
-            strs(&removal_commands(&Listing::parse(orphan), "MEDS")),
-            vec!["-w 10 -t filter -F MEDS", "-w 10 -t filter -X MEDS"]
+            strs(&removal_commands(&Listing::parse(orphan), TABLE, "MEDS")),
+            vec!["-w 10 -t mangle -F MEDS", "-w 10 -t mangle -X MEDS"]
         );
         // Another chain's name that merely starts with ours is left alone.
-        assert!(removal_commands(&Listing::parse(CRASHED_RUN), "MED").is_empty());
+        assert!(removal_commands(&Listing::parse(CRASHED_RUN), TABLE, "MED").is_empty());
         // A name that is a target, not a user chain, never deletes other rules.
         let log = "-P INPUT ACCEPT\n-A INPUT -j LOG --log-prefix x\n";
-        assert!(removal_commands(&Listing::parse(log), "LOG").is_empty());
+        assert!(removal_commands(&Listing::parse(log), TABLE, "LOG").is_empty());
     }
 
     #[test]

@@ -100,6 +100,8 @@
 //! Counts are kept locally ([`Inspector::counts`]) and added to the shared
 //! [`Counters`] by [`Inspector::flush`], off the per-packet path.
 
+use std::sync::Arc;
+
 use meds_proto::{Ja3Hash, Ja4};
 
 use crate::chain::{AppView, Decision, Filter, Reason, RuleSet, UnparsableVerdict, Verdict};
@@ -108,7 +110,9 @@ use crate::dns::{self, DnsError, DnsNames, DnsOutcome};
 use crate::flow::{
     FlowEvent, FlowKey, FlowTable, GiveUp, Limits, LimitsError, Offer, Reassembler, Ttl,
 };
+use crate::offload::Trust;
 use crate::packet::{self, PacketError, PacketMeta, TcpSegment, Transport};
+use crate::ratelimit::RateLimiter;
 use crate::tls::{self, ClientHello, ClientHelloError, HelloOutcome, Ja4Builder};
 
 /// Default capacity of the blocked-flow table.
@@ -394,6 +398,8 @@ pub struct Inspection {
     /// A ClientHello was completed by this packet.
     pub hello: Option<HelloKind>,
     pub note: Option<Note>,
+    /// What the kernel may do with the rest of the flow (see [`crate::offload`]).
+    pub trust: Trust,
 }
 
 /// What the last inspected packet carried (see [`Inspector::app`]).
@@ -494,6 +500,11 @@ pub struct Inspector {
     fresh: FlowTable<u32>,
     counts: [u64; InspectEvent::COUNT],
     flushed: [u64; InspectEvent::COUNT],
+    /// The kernel computed the current packet's transport checksum (false for a packet queued
+    /// with GSO on whose checksum is still partial: it cannot be checked, and is not wrong).
+    checksum_ready: bool,
+    /// The per-source rate limiter, shared by every worker (`None`: no limiting).
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -549,7 +560,17 @@ impl Inspector {
             fresh: FlowTable::new(config.fresh_flows, config.fresh_flow_ttl_ms, Ttl::Fixed),
             counts: [0; InspectEvent::COUNT],
             flushed: [0; InspectEvent::COUNT],
+            checksum_ready: true,
+            limiter: None,
         })
+    }
+
+    /// Apply `limiter` to every queued packet's source, after the allowlist and before the
+    /// blocklists (filter `rate`, reason `Limiter`). The limiter is shared between workers.
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Arc<RateLimiter>) -> Inspector {
+        self.limiter = Some(limiter);
+        self
     }
 
     pub fn config(&self) -> &InspectConfig {
@@ -629,6 +650,28 @@ impl Inspector {
         }
     }
 
+    /// [`Inspector::inspect`] for a packet from the queue: `checksum_ready` is false when the
+    /// kernel reported the transport checksum as not computed yet (GSO on, `NFQA_SKB_INFO`
+    /// `CSUMNOTREADY`); such a packet's checksum is not checked (it is not wrong, it is
+    /// unfinished, and the kernel delivers the packet as valid).
+    pub fn inspect_queued(
+        &mut self,
+        rules: &RuleSet,
+        packet: &[u8],
+        now_ms: u64,
+        checksum_ready: bool,
+    ) -> Inspection {
+        self.checksum_ready = checksum_ready;
+        let inspection = self.inspect(rules, packet, now_ms);
+        self.checksum_ready = true;
+        inspection
+    }
+
+    /// Whether a segment's checksum is checked before it may feed reassembly.
+    fn checks_checksums(&self) -> bool {
+        self.config.verify_checksums && self.checksum_ready
+    }
+
     /// Decide one raw IP packet (see the module docs). `now_ms` is a monotonic clock.
     pub fn inspect(&mut self, rules: &RuleSet, packet: &[u8], now_ms: u64) -> Inspection {
         self.last.clear();
@@ -641,26 +684,38 @@ impl Inspector {
                     meta: None,
                     hello: None,
                     note: Some(Note::Ip(e)),
+                    trust: Trust::Undecided,
                 };
             }
         };
-        let by_source = rules.evaluate_source(header.src);
+        let by_source = match &self.limiter {
+            Some(limiter) => rules.evaluate_source_limited(header.src, |ip| limiter.check(ip)),
+            None => rules.evaluate_source(header.src),
+        };
         let wants_names = all || rules.wants_names();
         let wants_ja3 = all || rules.wants_ja3();
         let wants_ja4 = all || rules.wants_ja4();
         let wants_tls = wants_names || wants_ja3 || wants_ja4;
-        let done = |meta| Inspection {
+        let done = |meta, trust| Inspection {
             decision: by_source,
             meta,
             hello: None,
             note: None,
+            trust,
         };
+        let parsed = packet::parse_transport(packet);
         if !all && (by_source != Decision::DEFAULT || (!wants_tls && self.blocked.is_empty())) {
-            return done(None);
+            let trust = source_trust(by_source).unwrap_or_else(|| match &parsed {
+                Ok((_, transport)) => transport_trust(transport),
+                Err(_) => Trust::Undecided,
+            });
+            return done(None, trust);
         }
-        let Ok((meta, transport)) = packet::parse_transport(packet) else {
-            return done(None);
+        let Ok((meta, transport)) = parsed else {
+            return done(None, source_trust(by_source).unwrap_or(Trust::Undecided));
         };
+        // What the rest of the flow may skip when the packet is accepted: see `flow_trust`.
+        let mut trust = transport_trust(&transport);
 
         let mut hello = None;
         let mut note = None;
@@ -692,6 +747,7 @@ impl Inspector {
                         meta: Some(meta),
                         hello: None,
                         note: Some(Note::BlockedFlow),
+                        trust: Trust::Blocked,
                     };
                 }
                 self.collect_table_events();
@@ -720,15 +776,31 @@ impl Inspector {
                             }
                         }
                     }
-                } else if wants_tls && !seg.payload.is_empty() {
+                } else if wants_tls && seg.payload.is_empty() {
+                    // A handshake or a pure ACK: the flow's first data must still be seen.
+                    trust = Trust::Undecided;
+                } else if wants_tls {
                     match self.tls(key, &seg, now_ms, wants_ja3, wants_ja4) {
-                        TlsStep::Nothing => {}
+                        TlsStep::Nothing => {
+                            // Not (or not yet) a hello: trusted only when nothing is pending
+                            // for the flow (no hello in reassembly, no early data expected).
+                            if self.flows.contains(&key)
+                                || (!self.fresh.is_empty()
+                                    && self.fresh.get(&key, now_ms).is_some())
+                            {
+                                trust = Trust::Undecided;
+                            }
+                        }
                         TlsStep::Hello(kind) => hello = Some(kind),
                         TlsStep::Uninspectable(why) => {
                             uninspectable = true;
                             note = Some(why);
                         }
-                        TlsStep::Skipped(why) => note = Some(why),
+                        TlsStep::Skipped(why) => {
+                            // The receiver discards this segment; its retransmission decides.
+                            trust = Trust::Undecided;
+                            note = Some(why);
+                        }
                     }
                 }
             }
@@ -751,11 +823,19 @@ impl Inspector {
             self.bump(InspectEvent::BlockedFlowAdded);
             self.collect_table_events();
         }
+        let trust = match source_trust(by_source) {
+            Some(t) => t,
+            // DNS flows are never marked (`transport_trust`), whatever the verdict.
+            None if trust == Trust::Undecided => Trust::Undecided,
+            None if decision.verdict == Verdict::Drop => Trust::Blocked,
+            None => trust,
+        };
         Inspection {
             decision,
             meta: Some(meta),
             hello,
             note,
+            trust,
         }
     }
 
@@ -818,7 +898,7 @@ impl Inspector {
     /// takes it too (wholly in the buffer, valid checksum): a segment it discards must not
     /// switch the anchoring off.
     fn leave_fresh_first(&mut self, key: &FlowKey, seg: &TcpSegment<'_>) {
-        if seg.complete && (!self.config.verify_checksums || seg.checksum_ok(key.src, key.dst)) {
+        if seg.complete && (!self.checks_checksums() || seg.checksum_ok(key.src, key.dst)) {
             self.fresh.remove(key);
         }
     }
@@ -864,7 +944,7 @@ impl Inspector {
             self.bump(InspectEvent::TcpTruncated);
             return DnsTcpStep::Read(Some(Note::Truncated));
         }
-        if self.config.verify_checksums && !seg.checksum_ok(key.src, key.dst) {
+        if self.checks_checksums() && !seg.checksum_ok(key.src, key.dst) {
             self.bump(InspectEvent::TcpBadChecksum);
             self.names.clear();
             self.last.dns = false;
@@ -980,7 +1060,7 @@ impl Inspector {
             self.bump(InspectEvent::TcpTruncated);
             return TlsStep::Skipped(Note::Truncated);
         }
-        if self.config.verify_checksums && !seg.checksum_ok(key.src, key.dst) {
+        if self.checks_checksums() && !seg.checksum_ok(key.src, key.dst) {
             self.bump(InspectEvent::TcpBadChecksum);
             return TlsStep::Skipped(Note::BadChecksum);
         }
@@ -1052,6 +1132,36 @@ impl Inspector {
             _ => {}
         }
         step
+    }
+}
+
+/// The flow's fate when steps 1–8 decided it: allowlisted sources are trusted (as the
+/// original), blocked ones blocked; a rate-limited packet decides nothing about its flow (the
+/// next packet may be within the rate). `None` when the source decided nothing.
+fn source_trust(by_source: Decision) -> Option<Trust> {
+    if by_source == Decision::DEFAULT {
+        None
+    } else if by_source == Decision::RATE_LIMITED {
+        Some(Trust::Undecided)
+    } else if by_source.verdict == Verdict::Drop {
+        Some(Trust::Blocked)
+    } else {
+        Some(Trust::Trusted)
+    }
+}
+
+/// The trust policy by transport, before the payload is looked at (the TLS step may lower
+/// it): DNS on port 53 (UDP or TCP, either side) is never offloaded, so every later query or
+/// response of the 5-tuple is still matched against the domain lists (upstream W19); any other
+/// UDP, ICMP or other protocol is trusted after its first accepted packet; TCP is trusted once
+/// decided — with a domain, JA3 or JA4 list loaded only after its first data segment was
+/// inspected (a complete ClientHello, or data that is clearly no hello), without such lists
+/// from its first packet.
+fn transport_trust(transport: &Transport<'_>) -> Trust {
+    match transport {
+        Transport::Udp(udp) if dns::is_dns_port(udp.src_port, udp.dst_port) => Trust::Undecided,
+        Transport::Tcp(seg) if dns::is_dns_port(seg.src_port, seg.dst_port) => Trust::Undecided,
+        Transport::Udp(_) | Transport::Tcp(_) | Transport::Other => Trust::Trusted,
     }
 }
 
@@ -1633,6 +1743,200 @@ mod tests {
     const SYN: u8 = 0x02;
     const SYN_ACK: u8 = 0x12;
     const PSH_ACK: u8 = 0x18;
+
+    #[test]
+    fn the_rate_limiter_drops_a_source_over_its_burst_and_spares_the_allowlist() {
+        use crate::ratelimit::{RateLimitConfig, RateLimitSettings};
+        let config = RateLimitConfig::new(RateLimitSettings {
+            rate: 1,
+            burst: 3,
+            ..RateLimitSettings::default()
+        })
+        .unwrap();
+        let limiter = Arc::new(RateLimiter::new(config));
+        let mut a = inspector().with_limiter(Arc::clone(&limiter));
+        // A second worker shares the buckets.
+        let mut b = inspector().with_limiter(Arc::clone(&limiter));
+        let none = RuleSet::empty();
+        let packet = v4(UDP, A4, B4, &udp(40_000, 4_000, b"x"));
+        let mut decisions = Vec::new();
+        for i in 0..6 {
+            let worker = if i % 2 == 0 { &mut a } else { &mut b };
+            decisions.push(worker.inspect(&none, &packet, 0).decision);
+        }
+        assert_eq!(&decisions[..3], &[Decision::DEFAULT; 3]);
+        assert_eq!(&decisions[3..], &[Decision::RATE_LIMITED; 3]);
+        let limited = a.inspect(&none, &packet, 0);
+        assert_eq!(
+            limited.trust,
+            Trust::Undecided,
+            "a limited packet decides no flow"
+        );
+
+        // Another source has its own bucket; an allowlisted one is never limited.
+        let other = v4(UDP, B4, A4, &udp(40_000, 4_000, b"x"));
+        assert_eq!(a.inspect(&none, &other, 0).decision, Decision::DEFAULT);
+        let allow = rules(vec![(
+            ListKind::IpAllow,
+            vec![Entry::Prefix(Cidr::host(IpAddr::from(A4)))],
+        )]);
+        for _ in 0..10 {
+            assert_eq!(
+                a.inspect(&allow, &packet, 0).decision,
+                Decision::WHITELISTED
+            );
+        }
+    }
+
+    #[test]
+    fn trust_policy_per_flow_kind() {
+        use Trust::{Blocked, Trusted, Undecided};
+        let hello = big_hello().payload;
+        let single = hellos()
+            .into_iter()
+            .find(|h| h.payload.len() < 1000)
+            .unwrap()
+            .payload;
+        let no_lists = RuleSet::empty();
+        let names = rules(vec![(ListKind::DomainBlock, domains(&["blocked.example"]))]);
+        let block_a = rules(vec![(
+            ListKind::IpBlock,
+            vec![Entry::Prefix("198.51.100.0/24".parse::<Cidr>().unwrap())],
+        )]);
+        let allow_a = rules(vec![(
+            ListKind::IpAllow,
+            vec![Entry::Prefix("198.51.100.0/24".parse::<Cidr>().unwrap())],
+        )]);
+        let sni_rules = sni_block();
+        let udp_other = v4(UDP, A4, B4, &udp(40_000, 4_000, b"x"));
+        let cases: Vec<(&str, &RuleSet, Vec<u8>, Trust)> = vec![
+            ("udp, no lists", &no_lists, udp_other.clone(), Trusted),
+            ("udp, domain lists", &names, udp_other.clone(), Trusted),
+            (
+                "dns query, no lists",
+                &no_lists,
+                dns4(&["a.example"]),
+                Undecided,
+            ),
+            ("dns query, lists", &names, dns4(&["a.example"]), Undecided),
+            (
+                "dns query, blocked name",
+                &names,
+                dns4(&["blocked.example"]),
+                Undecided,
+            ),
+            (
+                "tcp syn, no lists",
+                &no_lists,
+                tcp4_flags(CLIENT_PORT, 443, 1, SYN, b""),
+                Trusted,
+            ),
+            (
+                "tcp syn, lists",
+                &names,
+                tcp4_flags(CLIENT_PORT, 443, 1, SYN, b""),
+                Undecided,
+            ),
+            (
+                "tcp ack, lists",
+                &names,
+                tcp4_flags(CLIENT_PORT, 443, 2, PSH_ACK, b""),
+                Undecided,
+            ),
+            (
+                "tcp dns, no lists",
+                &no_lists,
+                tcp4_flags(CLIENT_PORT, 53, 2, PSH_ACK, b"\0\x05abcde"),
+                Undecided,
+            ),
+            (
+                "tcp non-tls data, lists",
+                &names,
+                tcp4_flags(CLIENT_PORT, 22, 2, PSH_ACK, b"SSH-2.0-x\r\n"),
+                Trusted,
+            ),
+            ("tcp hello accepted", &sni_rules, tcp4(1, &single), Trusted),
+            (
+                "tcp first half of a split hello",
+                &sni_rules,
+                tcp4(1, &hello[..600]),
+                Undecided,
+            ),
+            (
+                "source blocklisted",
+                &block_a,
+                v4(UDP, [198, 51, 100, 7], B4, &udp(1, 2, b"")),
+                Blocked,
+            ),
+            (
+                "source blocklisted, dns",
+                &block_a,
+                v4(UDP, [198, 51, 100, 7], B4, &udp(1, 53, b"")),
+                Blocked,
+            ),
+            (
+                "source allowlisted, dns",
+                &allow_a,
+                v4(UDP, [198, 51, 100, 7], B4, &udp(1, 53, b"")),
+                Trusted,
+            ),
+            ("unparsable", &no_lists, vec![0x45, 0], Undecided),
+        ];
+        for (name, rules, packet, want) in cases {
+            let mut i = inspector();
+            assert_eq!(i.inspect(rules, &packet, 0).trust, want, "{name}");
+        }
+        // A blocked hello blocks the flow; its retransmission hits the blocked-flow table.
+        let google = hellos()
+            .into_iter()
+            .find(|h| h.sni.as_deref().is_some_and(|s| s.ends_with("google.com")))
+            .unwrap()
+            .payload;
+        let mut i = inspector();
+        let first = i.inspect(&sni_rules, &tcp4(1, &google), 0);
+        assert_eq!(
+            (first.decision.verdict, first.trust),
+            (Verdict::Drop, Blocked)
+        );
+        let again = i.inspect(&sni_rules, &tcp4(1, &google), 1);
+        assert_eq!(
+            (again.decision.verdict, again.trust),
+            (Verdict::Drop, Blocked)
+        );
+        // A split hello: the completing segment decides the flow.
+        let mut i = inspector();
+        assert_eq!(
+            i.inspect(&sni_rules, &tcp4(1, &hello[..600]), 0).trust,
+            Undecided
+        );
+        let done = i.inspect(&sni_rules, &tcp4(601, &hello[600..]), 1);
+        assert_eq!(done.hello, Some(HelloKind::Reassembled));
+        assert_ne!(done.trust, Undecided);
+        // A rate-limited drop decides nothing about the flow.
+        assert_eq!(source_trust(Decision::RATE_LIMITED), Some(Undecided));
+    }
+
+    #[test]
+    fn unfinished_checksums_of_gso_packets_are_not_checked() {
+        let rules = sni_block();
+        let google = hellos()
+            .into_iter()
+            .find(|h| h.sni.as_deref().is_some_and(|s| s.ends_with("google.com")))
+            .unwrap()
+            .payload;
+        let mut packet = tcp4(1, &google);
+        // A partial checksum (GSO on): only the pseudo-header sum, not the final value.
+        packet[20 + 16] ^= 0x5a;
+        let mut i = inspector();
+        assert_eq!(i.inspect(&rules, &packet, 0).note, Some(Note::BadChecksum));
+        let mut i = inspector();
+        let gso = i.inspect_queued(&rules, &packet, 0, false);
+        assert_eq!(gso.decision.verdict, Verdict::Drop);
+        // The next packet is checked again.
+        let mut i = inspector();
+        let _ = i.inspect_queued(&rules, &tcp4(1, b"x"), 0, false);
+        assert_eq!(i.inspect(&rules, &packet, 1).note, Some(Note::BadChecksum));
+    }
 
     /// Deliver `parts` (offset from the first byte, bytes) of one flow in `order` after an
     /// optional SYN (ISN `isn`); returns the decisions of the data segments.

@@ -889,6 +889,7 @@ async fn fetch_full(socket: &Path, timeout: Duration) -> Result<PolicyState, Fet
             queues: Vec::new(),
             pid: std::process::id(),
             observer: true,
+            settings: None,
         })),
     };
     // The outbound half stays open (held by `_tx`) until the snapshot is in.

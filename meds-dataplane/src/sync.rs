@@ -80,10 +80,14 @@ pub struct SyncConfig {
     pub backoff: Backoff,
     /// Upper bound on establishing the connection.
     pub connect_timeout: Duration,
+    /// The packet-path settings reported in the Hello (shown by `medsctl status`); `None`
+    /// reports none, and the controller then shows them as unknown.
+    pub settings: Option<pb::DataplaneSettings>,
 }
 
 impl SyncConfig {
-    /// Defaults: stats every second, backoff 100 ms to 5 s, 5 s connect timeout, started now.
+    /// Defaults: stats every second, backoff 100 ms to 5 s, 5 s connect timeout, started now,
+    /// no settings reported.
     pub fn new(socket: impl Into<PathBuf>, queues: Vec<u32>) -> SyncConfig {
         SyncConfig {
             socket: socket.into(),
@@ -94,6 +98,7 @@ impl SyncConfig {
             stats_interval: Duration::from_secs(1),
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
+            settings: None,
         }
     }
 }
@@ -250,6 +255,7 @@ impl SyncClient {
                 queues: self.cfg.queues.clone(),
                 pid: std::process::id(),
                 observer: false,
+                settings: self.cfg.settings,
             })),
         };
         tx.try_send(hello)

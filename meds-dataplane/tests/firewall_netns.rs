@@ -5,7 +5,8 @@
 
 use std::process::Command;
 
-use meds_dataplane::firewall::{Family, Firewall, FirewallError, RuleConfig};
+use meds_dataplane::firewall::{Family, Firewall, FirewallError, RuleConfig, TABLE};
+use meds_dataplane::offload::Marks;
 
 /// A network namespace that is deleted when dropped, even when the test panics.
 struct Netns {
@@ -49,9 +50,14 @@ impl Netns {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// `-A INPUT ...` lines, in order.
+    /// `-A INPUT ...` lines of the table Meds hooks into, in order.
     fn input_rules(&self, family: Family) -> Vec<String> {
-        self.xt(family, &["-w", "-t", "filter", "-S", "INPUT"])
+        self.table_input_rules(family, TABLE)
+    }
+
+    /// `-A INPUT ...` lines of `table`, in order.
+    fn table_input_rules(&self, family: Family, table: &str) -> Vec<String> {
+        self.xt(family, &["-w", "-t", table, "-S", "INPUT"])
             .lines()
             .filter(|l| l.starts_with("-A INPUT"))
             .map(str::to_owned)
@@ -104,8 +110,10 @@ fn install_is_idempotent_first_in_input_and_removal_is_complete() {
     let firewall = Firewall::new(RuleConfig {
         chain: "MEDSTEST".into(),
         queue_num: 7,
+        queue_count: 1,
         queue_bypass: true,
         ipv6_defrag: true,
+        offload: None,
     })
     .with_command_prefix(ns.prefix());
 
@@ -114,7 +122,7 @@ fn install_is_idempotent_first_in_input_and_removal_is_complete() {
         ns.xt(
             family,
             &[
-                "-w", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+                "-w", "-t", TABLE, "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
             ],
         );
     }
@@ -132,7 +140,7 @@ fn install_is_idempotent_first_in_input_and_removal_is_complete() {
             "{}",
             family.binary()
         );
-        let chain = ns.xt(family, &["-w", "-t", "filter", "-S", "MEDSTEST"]);
+        let chain = ns.xt(family, &["-w", "-t", TABLE, "-S", "MEDSTEST"]);
         assert_eq!(
             chain.lines().collect::<Vec<_>>(),
             expected_chain(
@@ -150,7 +158,7 @@ fn install_is_idempotent_first_in_input_and_removal_is_complete() {
         ns.xt(
             family,
             &[
-                "-w", "-I", "INPUT", "1", "-p", "udp", "--dport", "53", "-j", "ACCEPT",
+                "-w", "-t", TABLE, "-I", "INPUT", "1", "-p", "udp", "--dport", "53", "-j", "ACCEPT",
             ],
         );
     }
@@ -165,8 +173,14 @@ fn install_is_idempotent_first_in_input_and_removal_is_complete() {
     firewall.remove().unwrap();
     firewall.remove().unwrap();
     for family in Family::ALL {
-        let all = ns.xt(family, &["-w", "-t", "filter", "-S"]);
-        assert!(!all.contains("MEDSTEST"), "{}: {all}", family.binary());
+        for table in [TABLE, "filter"] {
+            let all = ns.xt(family, &["-w", "-t", table, "-S"]);
+            assert!(
+                !all.contains("MEDSTEST"),
+                "{} -t {table}: {all}",
+                family.binary()
+            );
+        }
         assert_eq!(ns.input_rules(family).len(), 2, "unrelated rules are kept");
     }
 }
@@ -220,8 +234,10 @@ fn install_cleans_up_after_a_crashed_run() {
     let firewall = Firewall::new(RuleConfig {
         chain: "MEDSTEST".into(),
         queue_num: 9,
+        queue_count: 1,
         queue_bypass: false,
         ipv6_defrag: true,
+        offload: None,
     })
     .with_command_prefix(ns.prefix());
     firewall.install().unwrap();
@@ -232,7 +248,9 @@ fn install_cleans_up_after_a_crashed_run() {
             "{}",
             family.binary()
         );
-        let chain = ns.xt(family, &["-w", "-t", "filter", "-S", "MEDSTEST"]);
+        // The leftovers lived in `filter` (where earlier versions hooked in): all gone.
+        assert!(ns.table_input_rules(family, "filter").is_empty());
+        let chain = ns.xt(family, &["-w", "-t", TABLE, "-S", "MEDSTEST"]);
         assert_eq!(
             chain.lines().collect::<Vec<_>>(),
             expected_chain(
@@ -245,8 +263,10 @@ fn install_cleans_up_after_a_crashed_run() {
     }
     firewall.remove().unwrap();
     for family in Family::ALL {
-        let all = ns.xt(family, &["-w", "-t", "filter", "-S"]);
-        assert!(!all.contains("MEDSTEST"), "{all}");
+        for table in [TABLE, "filter"] {
+            let all = ns.xt(family, &["-w", "-t", table, "-S"]);
+            assert!(!all.contains("MEDSTEST"), "-t {table}: {all}");
+        }
     }
 }
 
@@ -264,8 +284,10 @@ fn errors_name_the_command_and_its_stderr() {
     let firewall = Firewall::new(RuleConfig {
         chain: "MEDSTEST".into(),
         queue_num: 0,
+        queue_count: 1,
         queue_bypass: true,
         ipv6_defrag: true,
+        offload: None,
     })
     .with_command_prefix(ns.prefix());
     let err = firewall.remove().unwrap_err().to_string();
@@ -422,8 +444,10 @@ fn ipv6_fragments_reach_input_whole_only_while_the_rules_are_installed() {
     let firewall = Firewall::new(RuleConfig {
         chain: "MEDSTEST".into(),
         queue_num: 11,
+        queue_count: 1,
         queue_bypass: true,
         ipv6_defrag: true,
+        offload: None,
     })
     .with_command_prefix(fw.prefix());
     firewall.install().unwrap();
@@ -469,8 +493,10 @@ fn without_the_socket_match_install_fails_naming_it_and_the_flag() {
     let rules = RuleConfig {
         chain: "MEDSTEST".into(),
         queue_num: 0,
+        queue_count: 1,
         queue_bypass: true,
         ipv6_defrag: true,
+        offload: None,
     };
     let firewall = Firewall::new(rules.clone()).with_command_prefix(prefix(&ns));
     let err = firewall.install().unwrap_err();
@@ -479,7 +505,7 @@ fn without_the_socket_match_install_fails_naming_it_and_the_flag() {
     };
     let inner = inner.to_string();
     assert!(
-        inner.contains("ip6tables -w 10 -t filter -A MEDSTEST -m socket"),
+        inner.contains("ip6tables -w 10 -t mangle -A MEDSTEST -m socket"),
         "{inner}"
     );
     assert!(inner.contains("Couldn't load match"), "{inner}");
@@ -489,8 +515,14 @@ fn without_the_socket_match_install_fails_naming_it_and_the_flag() {
     }
     // The failed install left nothing behind, in either family.
     for family in Family::ALL {
-        let all = ns.xt(family, &["-w", "-t", "filter", "-S"]);
-        assert!(!all.contains("MEDSTEST"), "{}: {all}", family.binary());
+        for table in [TABLE, "filter"] {
+            let all = ns.xt(family, &["-w", "-t", table, "-S"]);
+            assert!(
+                !all.contains("MEDSTEST"),
+                "{} -t {table}: {all}",
+                family.binary()
+            );
+        }
     }
 
     // The operator's override: the same kernel, no reassembly rule, a working install.
@@ -502,8 +534,52 @@ fn without_the_socket_match_install_fails_naming_it_and_the_flag() {
     firewall.install().unwrap();
     for family in Family::ALL {
         assert_eq!(ns.input_rules(family), vec![JUMP.to_owned()]);
-        let chain = ns.xt(family, &["-w", "-t", "filter", "-S", "MEDSTEST"]);
+        let chain = ns.xt(family, &["-w", "-t", TABLE, "-S", "MEDSTEST"]);
         assert!(!chain.contains("socket"), "{chain}");
     }
     firewall.remove().unwrap();
+}
+
+#[test]
+fn offload_rules_load_and_go_with_the_chain() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("g");
+    let firewall = Firewall::new(RuleConfig {
+        chain: "MEDSTEST".into(),
+        queue_num: 2,
+        queue_count: 2,
+        queue_bypass: false,
+        ipv6_defrag: true,
+        offload: Some(Marks::new(0x4, 0x8).unwrap()),
+    })
+    .with_command_prefix(ns.prefix());
+    firewall.install().unwrap();
+    for family in Family::ALL {
+        let chain = ns.xt(family, &["-w", "-t", TABLE, "-S", "MEDSTEST"]);
+        let lines: Vec<&str> = chain.lines().collect();
+        // -N, lo, 6 offload rules, the queue rule (+ reassembly for IPv6)
+        let want = if family == Family::V6 { 10 } else { 9 };
+        assert_eq!(lines.len(), want, "{}: {chain}", family.binary());
+        assert!(
+            lines[2].contains("connmark --mark 0x8/0x8 -j DROP"),
+            "{chain}"
+        );
+        assert!(
+            lines[3].contains("connmark --mark 0x4/0x4 -j RETURN"),
+            "{chain}"
+        );
+        assert!(
+            lines[4].contains("--save-mark --nfmask 0xc --ctmask 0xc"),
+            "{chain}"
+        );
+        assert!(lines[8].contains("--queue-balance 2:3"), "{chain}");
+        assert_eq!(ns.input_rules(family), vec![JUMP.to_owned()]);
+    }
+    firewall.remove().unwrap();
+    for family in Family::ALL {
+        let all = ns.xt(family, &["-w", "-t", TABLE, "-S"]);
+        assert!(!all.contains("MEDSTEST"), "{all}");
+    }
 }

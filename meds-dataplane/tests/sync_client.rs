@@ -537,10 +537,12 @@ impl Netns {
         Netns { name }
     }
 
-    /// Rules of `family_binary` in the filter table that mention `needle`.
+    /// Rules of `family_binary` in the table Meds hooks into that mention `needle`.
     fn rules_with(&self, family_binary: &str, needle: &str) -> Vec<String> {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.name, family_binary, "-w", "-S"])
+            .args(["netns", "exec", &self.name, family_binary, "-w", "-t"])
+            .arg(meds_dataplane::firewall::TABLE)
+            .arg("-S")
             .output()
             .unwrap();
         assert!(
