@@ -92,6 +92,36 @@ pub struct DecisionStat {
     pub packets: u64,
 }
 
+/// The dataplane's packet-path settings, as it reported them in its Hello. Shown, never acted
+/// on: the field meanings are those of `meds.v1.DataplaneSettings`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DataplaneSettings {
+    /// A full queue accepts packets (NFQA_CFG_F_FAIL_OPEN); false: it drops them.
+    pub fail_open: bool,
+    /// Packets pass while no dataplane is bound (`--queue-bypass`); false: they are dropped.
+    pub queue_bypass: bool,
+    /// Decided flows are marked in conntrack and skip the queue.
+    pub offload: bool,
+    pub mark_trusted: u32,
+    pub mark_blocked: u32,
+    /// The queue hands over GSO/GRO super-packets unsegmented.
+    pub gso: bool,
+    /// Queue messages per receive call.
+    pub recv_batch: u32,
+    pub rate_limiter: bool,
+    /// Packets per second per source.
+    pub rate_limiter_rate: u64,
+    pub rate_limiter_burst: u64,
+    /// Prefix length IPv6 sources are grouped by.
+    pub rate_limiter_ipv6_prefix: u32,
+    /// Most sources tracked at once.
+    pub rate_limiter_cache_size: u64,
+    /// Packet threads (one queue each).
+    pub readers: u32,
+    pub queue_max_len: u32,
+    pub copy_range: u32,
+}
+
 /// What the controller knows about the dataplane connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataplaneView {
@@ -101,6 +131,8 @@ pub struct DataplaneView {
     pub applied_generation: u64,
     pub version: String,
     pub queues: Vec<u32>,
+    /// `None`: the dataplane did not report them (one older than the field), or none seen yet.
+    pub settings: Option<DataplaneSettings>,
     pub stats: Option<DataplaneStats>,
 }
 
@@ -117,6 +149,9 @@ pub struct Status {
     /// Entries per list, keyed by the REST name (`whitelist`, `blacklist`).
     pub lists: BTreeMap<String, u64>,
     pub dataplane_stats: Option<DataplaneStats>,
+    /// The settings the dataplane reported (kept after it disconnects, like its version);
+    /// `null` when none was seen or it did not report them.
+    pub dataplane_settings: Option<DataplaneSettings>,
 }
 
 /// The REST/CLI name of a list ([`ListKind::public_name`]).
@@ -586,8 +621,20 @@ impl Controller {
         }
     }
 
-    /// Record a new dataplane stream; returns its connection id.
+    /// Record a new dataplane stream of a dataplane that reported no settings; returns its
+    /// connection id. See [`Controller::dataplane_connected_with`].
     pub fn dataplane_connected(&self, version: String, queues: Vec<u32>) -> u64 {
+        self.dataplane_connected_with(version, queues, None)
+    }
+
+    /// Record a new dataplane stream with the settings from its Hello (`None`: it reported
+    /// none, so none are shown, not those of an earlier dataplane); returns its connection id.
+    pub fn dataplane_connected_with(
+        &self,
+        version: String,
+        queues: Vec<u32>,
+        settings: Option<DataplaneSettings>,
+    ) -> u64 {
         let id = self
             .next_connection
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -598,6 +645,7 @@ impl Controller {
                 applied_generation: 0,
                 version,
                 queues,
+                settings,
                 stats: d.stats.take(),
             };
         });
@@ -669,6 +717,7 @@ impl Controller {
             dataplane_queues: dp.queues,
             lists,
             dataplane_stats: dp.stats,
+            dataplane_settings: dp.settings,
         }
     }
 }
@@ -879,6 +928,29 @@ mod tests {
             .await
             .unwrap();
         assert!(!ch.applied);
+    }
+
+    #[test]
+    fn dataplane_settings_follow_the_latest_hello_and_outlive_a_disconnect() {
+        let ctl = Controller::new_for_tests();
+        assert_eq!(ctl.status().dataplane_settings, None);
+        let settings = DataplaneSettings {
+            queue_bypass: true,
+            readers: 2,
+            ..DataplaneSettings::default()
+        };
+        let conn = ctl.dataplane_connected_with("t".into(), vec![0], Some(settings));
+        assert_eq!(ctl.status().dataplane_settings, Some(settings));
+        ctl.dataplane_disconnected(conn);
+        let status = ctl.status();
+        assert!(!status.dataplane_connected);
+        assert_eq!(
+            (status.dataplane_version.as_str(), status.dataplane_settings),
+            ("t", Some(settings))
+        );
+        // A dataplane that reports none: unknown, not the previous one's.
+        ctl.dataplane_connected("old".into(), vec![0]);
+        assert_eq!(ctl.status().dataplane_settings, None);
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::core::{Controller, CoreError, DataplaneStats, DecisionStat};
+use crate::core::{Controller, CoreError, DataplaneSettings, DataplaneStats, DecisionStat};
 use crate::feeds::{FeedStatus, Feeds, FeedsError};
 
 /// How long a new stream may take to send its `Hello`.
@@ -97,11 +97,14 @@ impl Sync for SyncService {
             });
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
-        let connection = controller.dataplane_connected(version.clone(), queues.clone());
+        let settings = hello.settings.as_ref().map(settings_from_wire);
+        let connection =
+            controller.dataplane_connected_with(version.clone(), queues.clone(), settings);
         tracing::info!(
             connection,
             version = %version,
             ?queues,
+            ?settings,
             pid = hello.pid,
             previous_generation = hello.applied_generation,
             "dataplane connected"
@@ -286,6 +289,47 @@ fn stats_from_wire(s: &pb::DataplaneStats) -> DataplaneStats {
     }
 }
 
+/// The settings as reported: plain numbers and flags, shown as they are (nothing to clip).
+fn settings_from_wire(s: &pb::DataplaneSettings) -> DataplaneSettings {
+    DataplaneSettings {
+        fail_open: s.fail_open,
+        queue_bypass: s.queue_bypass,
+        offload: s.offload,
+        mark_trusted: s.mark_trusted,
+        mark_blocked: s.mark_blocked,
+        gso: s.gso,
+        recv_batch: s.recv_batch,
+        rate_limiter: s.rate_limiter,
+        rate_limiter_rate: s.rate_limiter_rate,
+        rate_limiter_burst: s.rate_limiter_burst,
+        rate_limiter_ipv6_prefix: s.rate_limiter_ipv6_prefix,
+        rate_limiter_cache_size: s.rate_limiter_cache_size,
+        readers: s.readers,
+        queue_max_len: s.queue_max_len,
+        copy_range: s.copy_range,
+    }
+}
+
+fn settings_to_wire(s: &DataplaneSettings) -> pb::DataplaneSettings {
+    pb::DataplaneSettings {
+        fail_open: s.fail_open,
+        queue_bypass: s.queue_bypass,
+        offload: s.offload,
+        mark_trusted: s.mark_trusted,
+        mark_blocked: s.mark_blocked,
+        gso: s.gso,
+        recv_batch: s.recv_batch,
+        rate_limiter: s.rate_limiter,
+        rate_limiter_rate: s.rate_limiter_rate,
+        rate_limiter_burst: s.rate_limiter_burst,
+        rate_limiter_ipv6_prefix: s.rate_limiter_ipv6_prefix,
+        rate_limiter_cache_size: s.rate_limiter_cache_size,
+        readers: s.readers,
+        queue_max_len: s.queue_max_len,
+        copy_range: s.copy_range,
+    }
+}
+
 /// The medsctl-facing admin service.
 pub struct AdminService {
     controller: Arc<Controller>,
@@ -445,6 +489,7 @@ impl Admin for AdminService {
                 .collect(),
             dataplane_stats: dp.stats.as_ref().map(stats_to_wire),
             controller_uptime_seconds: status.controller_uptime_seconds,
+            dataplane_settings: dp.settings.as_ref().map(settings_to_wire),
         }))
     }
 

@@ -696,6 +696,8 @@ async fn status_reports_generation_and_list_sizes() {
     let s = &reply.json;
     assert_eq!(s["generation"], 2);
     assert_eq!(s["dataplane_connected"], false);
+    // No dataplane seen: its settings are unknown, not defaults.
+    assert_eq!(s["dataplane_settings"], Value::Null);
     assert_eq!(
         s["lists"],
         json!({

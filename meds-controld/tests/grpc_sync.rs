@@ -56,7 +56,12 @@ struct FakeDataplane {
 }
 
 impl FakeDataplane {
+    /// A dataplane that reports no settings (like one older than the field).
     async fn connect(ch: Channel) -> FakeDataplane {
+        FakeDataplane::connect_with(ch, None).await
+    }
+
+    async fn connect_with(ch: Channel, settings: Option<pb::DataplaneSettings>) -> FakeDataplane {
         let (tx, out) = tokio::sync::mpsc::channel(16);
         tx.send(pb::DataplaneMessage {
             msg: Some(pb::dataplane_message::Msg::Hello(pb::Hello {
@@ -65,6 +70,7 @@ impl FakeDataplane {
                 queues: vec![3],
                 pid: 1,
                 observer: false,
+                settings,
             })),
         })
         .await
@@ -707,6 +713,11 @@ async fn an_observer_gets_the_policy_without_replacing_the_dataplane() {
             queues: vec![],
             pid: 2,
             observer: true,
+            // An observer's settings are not the dataplane's: never shown.
+            settings: Some(pb::DataplaneSettings {
+                fail_open: true,
+                ..Default::default()
+            }),
         })),
     })
     .await
@@ -742,4 +753,107 @@ async fn an_observer_gets_the_policy_without_replacing_the_dataplane() {
     assert!(status.dataplane_connected);
     assert_eq!(status.dataplane_version, "test");
     assert_eq!(status.applied_generation, snap.generation);
+    assert_eq!(status.dataplane_settings, None);
+}
+
+/// Poll (bounded) until the controller's view of the dataplane satisfies `done`.
+async fn eventually(ctl: &Controller, done: impl Fn(&meds_controld::core::Status) -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !done(&ctl.status()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the status changes within 5 s");
+}
+
+#[tokio::test]
+async fn hello_settings_show_in_the_status_until_a_dataplane_without_them_connects() {
+    let ctl = Controller::new_for_tests();
+    let (_dir, path) = serve(Arc::clone(&ctl)).await;
+    let ch = channel(path).await;
+    let mut admin = AdminClient::new(ch.clone());
+    let settings = pb::DataplaneSettings {
+        fail_open: false,
+        queue_bypass: true,
+        offload: true,
+        mark_trusted: 0x10_0000,
+        mark_blocked: 0x20_0000,
+        gso: false,
+        recv_batch: 64,
+        rate_limiter: true,
+        rate_limiter_rate: 3000,
+        rate_limiter_burst: 1500,
+        rate_limiter_ipv6_prefix: 64,
+        rate_limiter_cache_size: 100_000,
+        readers: 2,
+        queue_max_len: 4096,
+        copy_range: 256,
+    };
+
+    // Before any dataplane: unknown.
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.dataplane_settings, None);
+
+    let mut dp = FakeDataplane::connect_with(ch.clone(), Some(settings)).await;
+    dp.next_update().await;
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.dataplane_connected);
+    assert_eq!(status.dataplane_settings, Some(settings));
+    // The REST view (the same Status, serialized) carries every field under its proto name.
+    let rest = serde_json::to_value(ctl.status()).unwrap();
+    assert_eq!(
+        rest["dataplane_settings"],
+        serde_json::json!({
+            "fail_open": false,
+            "queue_bypass": true,
+            "offload": true,
+            "mark_trusted": 0x10_0000,
+            "mark_blocked": 0x20_0000,
+            "gso": false,
+            "recv_batch": 64,
+            "rate_limiter": true,
+            "rate_limiter_rate": 3000,
+            "rate_limiter_burst": 1500,
+            "rate_limiter_ipv6_prefix": 64,
+            "rate_limiter_cache_size": 100_000,
+            "readers": 2,
+            "queue_max_len": 4096,
+            "copy_range": 256,
+        })
+    );
+
+    // Disconnected: the last dataplane's settings stay, like its version and queues.
+    drop(dp);
+    eventually(&ctl, |s| !s.dataplane_connected).await;
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.dataplane_version, "test");
+    assert_eq!(status.dataplane_settings, Some(settings));
+
+    // A dataplane that reports none replaces them with unknown, not with the old ones.
+    let mut old = FakeDataplane::connect(ch).await;
+    old.next_update().await;
+    eventually(&ctl, |s| s.dataplane_connected).await;
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.dataplane_settings, None);
+    assert_eq!(
+        serde_json::to_value(ctl.status()).unwrap()["dataplane_settings"],
+        serde_json::Value::Null
+    );
 }

@@ -200,7 +200,9 @@ pub fn check_json(results: &[CheckResult]) -> Value {
     json!({ "results": results })
 }
 
-/// The `status` view: a key/value table, then the decision counters when reported.
+/// The `status` view: a key/value table, then the decision counters when reported. The
+/// dataplane's settings (fail modes first) follow its queues; a dataplane that did not report
+/// them shows one `dataplane settings  unknown (not reported)` row, never assumed defaults.
 pub fn status_text(status: &pb::StatusResponse) -> String {
     let sizes = list_sizes(status);
     let mut kv = Builder::default();
@@ -221,6 +223,14 @@ pub fn status_text(status: &pb::StatusResponse) -> String {
     );
     row("dataplane version", or_dash(&status.dataplane_version));
     row("dataplane queues", queues_text(&status.dataplane_queues));
+    match &status.dataplane_settings {
+        None => row("dataplane settings", "unknown (not reported)".to_string()),
+        Some(s) => {
+            for (key, value) in settings_rows(s) {
+                row(key, value);
+            }
+        }
+    }
     for (list, n) in sizes {
         row(&format!("{} entries", list_name(list)), n.to_string());
     }
@@ -301,6 +311,87 @@ pub fn status_json(status: &pb::StatusResponse) -> Value {
         "lists": lists,
         "controller_uptime_seconds": status.controller_uptime_seconds,
         "dataplane_stats": stats,
+        "dataplane_settings": settings_json(status.dataplane_settings.as_ref()),
+    })
+}
+
+/// The `status` rows of the dataplane's settings, in display order.
+fn settings_rows(s: &pb::DataplaneSettings) -> [(&'static str, String); 9] {
+    let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
+    [
+        (
+            "queue full",
+            if s.fail_open {
+                "accept (fail-open)"
+            } else {
+                "drop (fail-closed)"
+            }
+            .to_string(),
+        ),
+        (
+            "no dataplane bound",
+            if s.queue_bypass {
+                "accept (--queue-bypass)"
+            } else {
+                "drop (fail-closed)"
+            }
+            .to_string(),
+        ),
+        (
+            "offload",
+            if s.offload {
+                format!(
+                    "on (trusted {:#x}, blocked {:#x})",
+                    s.mark_trusted, s.mark_blocked
+                )
+            } else {
+                "off".to_string()
+            },
+        ),
+        (
+            "rate limiter",
+            if s.rate_limiter {
+                format!(
+                    "{}/s, burst {}, IPv6 /{}, {} keys",
+                    s.rate_limiter_rate,
+                    s.rate_limiter_burst,
+                    s.rate_limiter_ipv6_prefix,
+                    s.rate_limiter_cache_size
+                )
+            } else {
+                "off".to_string()
+            },
+        ),
+        ("readers", s.readers.to_string()),
+        ("queue max len", s.queue_max_len.to_string()),
+        ("copy range", format!("{} bytes", s.copy_range)),
+        ("recv batch", s.recv_batch.to_string()),
+        ("gso", on_off(s.gso)),
+    ]
+}
+
+/// `status --json`'s `"dataplane_settings"`: every DataplaneSettings field as it is (the same
+/// object as the REST `/v1/status`), or `null` when the dataplane did not report them.
+fn settings_json(settings: Option<&pb::DataplaneSettings>) -> Value {
+    let Some(s) = settings else {
+        return Value::Null;
+    };
+    json!({
+        "fail_open": s.fail_open,
+        "queue_bypass": s.queue_bypass,
+        "offload": s.offload,
+        "mark_trusted": s.mark_trusted,
+        "mark_blocked": s.mark_blocked,
+        "gso": s.gso,
+        "recv_batch": s.recv_batch,
+        "rate_limiter": s.rate_limiter,
+        "rate_limiter_rate": s.rate_limiter_rate,
+        "rate_limiter_burst": s.rate_limiter_burst,
+        "rate_limiter_ipv6_prefix": s.rate_limiter_ipv6_prefix,
+        "rate_limiter_cache_size": s.rate_limiter_cache_size,
+        "readers": s.readers,
+        "queue_max_len": s.queue_max_len,
+        "copy_range": s.copy_range,
     })
 }
 
@@ -1172,6 +1263,29 @@ mod tests {
                 started_at_unix: 1_700_000_000,
             }),
             controller_uptime_seconds: 93_784,
+            dataplane_settings: Some(settings_default()),
+        }
+    }
+
+    /// The dataplane's defaults: fail-closed on a full queue, --queue-bypass, offload on,
+    /// no rate limiter.
+    fn settings_default() -> pb::DataplaneSettings {
+        pb::DataplaneSettings {
+            fail_open: false,
+            queue_bypass: true,
+            offload: true,
+            mark_trusted: 0x10_0000,
+            mark_blocked: 0x20_0000,
+            gso: false,
+            recv_batch: 64,
+            rate_limiter: false,
+            rate_limiter_rate: 0,
+            rate_limiter_burst: 0,
+            rate_limiter_ipv6_prefix: 0,
+            rate_limiter_cache_size: 0,
+            readers: 2,
+            queue_max_len: 4096,
+            copy_range: 256,
         }
     }
 
@@ -1185,6 +1299,15 @@ dataplane connected       yes
 applied generation        17 (in sync)
 dataplane version         0.1.0
 dataplane queues          0, 1
+queue full                drop (fail-closed)
+no dataplane bound        accept (--queue-bypass)
+offload                   on (trusted 0x100000, blocked 0x200000)
+rate limiter              off
+readers                   2
+queue max len             4096
+copy range                256 bytes
+recv batch                64
+gso                       off
 whitelist entries         2
 blacklist entries         1500
 firehol entries           0
@@ -1236,6 +1359,7 @@ dataplane connected       no
 applied generation        3 (behind by 2)
 dataplane version         -
 dataplane queues          -
+dataplane settings        unknown (not reported)
 whitelist entries         0
 blacklist entries         0
 firehol entries           0
@@ -1254,6 +1378,44 @@ ja3 entries               0
 ja4 entries               0
 dataplane stats           none reported";
         assert_eq!(status_text(&status), want);
+    }
+
+    #[test]
+    fn status_text_settings_rows_for_the_other_modes() {
+        // Fail-open, fail-closed without a dataplane, no offload, the rate limiter on.
+        let status = pb::StatusResponse {
+            dataplane_settings: Some(pb::DataplaneSettings {
+                fail_open: true,
+                queue_bypass: false,
+                offload: false,
+                gso: true,
+                recv_batch: 1,
+                rate_limiter: true,
+                rate_limiter_rate: 3000,
+                rate_limiter_burst: 1500,
+                rate_limiter_ipv6_prefix: 64,
+                rate_limiter_cache_size: 100_000,
+                readers: 1,
+                queue_max_len: 1024,
+                copy_range: 65535,
+                ..settings_default()
+            }),
+            ..Default::default()
+        };
+        let text = status_text(&status);
+        let rows = [
+            "queue full                accept (fail-open)",
+            "no dataplane bound        drop (fail-closed)",
+            "offload                   off",
+            "rate limiter              3000/s, burst 1500, IPv6 /64, 100000 keys",
+            "readers                   1",
+            "queue max len             1024",
+            "copy range                65535 bytes",
+            "recv batch                1",
+            "gso                       on",
+        ];
+        assert!(text.contains(&format!("\n{}\n", rows.join("\n"))), "{text}");
+        assert!(!text.contains("dataplane settings"), "{text}");
     }
 
     #[test]
@@ -1303,6 +1465,23 @@ dataplane stats           none reported";
                         {"verdict": "accept", "filter": "empty", "reason": "default", "packets": 122_212},
                     ],
                 },
+                "dataplane_settings": {
+                    "fail_open": false,
+                    "queue_bypass": true,
+                    "offload": true,
+                    "mark_trusted": 0x10_0000,
+                    "mark_blocked": 0x20_0000,
+                    "gso": false,
+                    "recv_batch": 64,
+                    "rate_limiter": false,
+                    "rate_limiter_rate": 0,
+                    "rate_limiter_burst": 0,
+                    "rate_limiter_ipv6_prefix": 0,
+                    "rate_limiter_cache_size": 0,
+                    "readers": 2,
+                    "queue_max_len": 4096,
+                    "copy_range": 256,
+                },
             })
         );
         assert_eq!(
@@ -1334,6 +1513,7 @@ dataplane stats           none reported";
                 },
                 "controller_uptime_seconds": 0,
                 "dataplane_stats": null,
+                "dataplane_settings": null,
             })
         );
     }

@@ -221,6 +221,23 @@ impl Admin for FakeController {
                 started_at_unix: 1_700_000_000,
             }),
             controller_uptime_seconds: 3_725,
+            dataplane_settings: connected.then_some(pb::DataplaneSettings {
+                fail_open: false,
+                queue_bypass: true,
+                offload: true,
+                mark_trusted: 0x10_0000,
+                mark_blocked: 0x20_0000,
+                gso: false,
+                recv_batch: 64,
+                rate_limiter: true,
+                rate_limiter_rate: 3000,
+                rate_limiter_burst: 1500,
+                rate_limiter_ipv6_prefix: 64,
+                rate_limiter_cache_size: 100_000,
+                readers: 2,
+                queue_max_len: 4096,
+                copy_range: 256,
+            }),
         }))
     }
 
@@ -659,6 +676,23 @@ fn json_mode_shapes() {
                     {"verdict": "accept", "filter": "empty", "reason": "default", "packets": 993},
                 ],
             },
+            "dataplane_settings": {
+                "fail_open": false,
+                "queue_bypass": true,
+                "offload": true,
+                "mark_trusted": 0x10_0000,
+                "mark_blocked": 0x20_0000,
+                "gso": false,
+                "recv_batch": 64,
+                "rate_limiter": true,
+                "rate_limiter_rate": 3000,
+                "rate_limiter_burst": 1500,
+                "rate_limiter_ipv6_prefix": 64,
+                "rate_limiter_cache_size": 100_000,
+                "readers": 2,
+                "queue_max_len": 4096,
+                "copy_range": 256,
+            },
         })
     );
 
@@ -698,6 +732,15 @@ fn status_as_a_table() {
         "applied generation        2 (in sync)",
         "dataplane version         9.9.8-test",
         "dataplane queues          0, 1",
+        "queue full                drop (fail-closed)",
+        "no dataplane bound        accept (--queue-bypass)",
+        "offload                   on (trusted 0x100000, blocked 0x200000)",
+        "rate limiter              3000/s, burst 1500, IPv6 /64, 100000 keys",
+        "readers                   2",
+        "queue max len             4096",
+        "copy range                256 bytes",
+        "recv batch                64",
+        "gso                       off",
         "whitelist entries         0",
         "blacklist entries         1",
         "firehol entries           0",
@@ -744,6 +787,12 @@ fn status_as_a_table() {
             .contains("dataplane stats           none reported\n"),
         "{run:?}"
     );
+    assert!(
+        run.stdout
+            .contains("dataplane settings        unknown (not reported)\n"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("queue full"), "{run:?}");
     assert!(!run.stdout.contains("VERDICT"), "{run:?}");
 }
 

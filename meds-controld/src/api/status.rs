@@ -1,4 +1,6 @@
 //! `GET /v1/status`: the controller's [`Status`](crate::core::Status) as JSON.
+//! `dataplane_settings` is the dataplane's reported settings object, or `null` when none was
+//! reported (no dataplane seen yet, or one older than the field).
 
 use std::sync::Arc;
 
