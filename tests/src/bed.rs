@@ -193,6 +193,8 @@ impl Family {
 
 /// Tables searched for leftover rules.
 pub const TABLES: [&str; 3] = ["filter", "mangle", "raw"];
+/// The table whose INPUT chain jumps to [`CHAIN`] (`meds_dataplane::firewall::TABLE`).
+pub const HOOK_TABLE: &str = "mangle";
 
 /// What `iptables -S` shows about the hook into `chain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +206,7 @@ pub struct Hook {
 }
 
 impl Hook {
-    /// Parse `iptables -S` output of the filter table.
+    /// Parse `iptables -S` output of [`HOOK_TABLE`].
     pub fn parse(rules: &str, chain: &str) -> Hook {
         let input: Vec<String> = rules
             .lines()
@@ -247,6 +249,8 @@ pub struct Options {
     /// the controller's group as its only supplementary group (so plain file permissions, not
     /// CAP_DAC_OVERRIDE, must let it reach the sync socket). Uses `setpriv` (util-linux).
     pub confined_dataplane: bool,
+    /// Extra flags for meds-dataplane (e.g. rate-limiter settings).
+    pub dataplane_args: &'static [&'static str],
 }
 
 /// The capabilities a confined dataplane keeps (CAP_NET_ADMIN = 12, CAP_NET_RAW = 13).
@@ -400,6 +404,7 @@ impl Bed {
             .arg(&self.layout.dataplane_state)
             .arg("--log-level")
             .arg("debug")
+            .args(self.options.dataplane_args)
             .env_clear()
             .env("PATH", host::DAEMON_PATH)
             .env("RUST_BACKTRACE", "1")
@@ -642,7 +647,7 @@ impl Bed {
 /// An error unless both families have a jump from INPUT to [`CHAIN`].
 fn ensure_hooked(fw: &crate::netns::Netns) -> Result<()> {
     for family in Family::ALL {
-        let hook = Hook::parse(&rules_in(fw, family, "filter")?, CHAIN);
+        let hook = Hook::parse(&rules_in(fw, family, HOOK_TABLE)?, CHAIN);
         if hook.jumps.is_empty() {
             bail!("no {} INPUT jump to {CHAIN} yet", family.iptables());
         }

@@ -20,7 +20,7 @@
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, ensure};
-use meds_e2e::bed::{Family, POLICY_TIMEOUT};
+use meds_e2e::bed::{Family, HOOK_TABLE, POLICY_TIMEOUT};
 use meds_e2e::dns::{ANSWER, Question, Responder, Transport};
 use meds_e2e::frag::{self, Order, Split};
 use meds_e2e::medsctl::List;
@@ -138,7 +138,7 @@ fn ipv6_fragmented_dns_queries_are_inspected_whole() -> Result<()> {
     Bed::run("frag_dns_v6", |bed| {
         blocked_names_in_fragments_are_dropped(bed, PEER6.into())?;
         // What made it work is the rule the module docs name (as `ip6tables -S` shows it).
-        let rules = bed.rules(Family::V6, "filter")?;
+        let rules = bed.rules(Family::V6, HOOK_TABLE)?;
         ensure!(
             rules.contains("-m socket -m comment --comment meds-ipv6-defrag"),
             "no IPv6 reassembly rule in:\n{rules}"

@@ -60,6 +60,7 @@ fn medsctl_as_stranger(bed: &Bed, groups: &str) -> Result<Option<i32>> {
 fn confined_dataplane_and_socket_permissions() -> Result<()> {
     let options = Options {
         confined_dataplane: true,
+        ..Options::default()
     };
     Bed::run_with("confined", options, |bed| {
         let pid = bed.dataplane_pid()?;

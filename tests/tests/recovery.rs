@@ -8,7 +8,9 @@
 use std::net::IpAddr;
 
 use anyhow::{Result, bail, ensure};
-use meds_e2e::bed::{CHAIN, Family, Hook, READY_TIMEOUT, TABLES, ensure_clean_exit, meds_lines};
+use meds_e2e::bed::{
+    CHAIN, Family, HOOK_TABLE, Hook, READY_TIMEOUT, TABLES, ensure_clean_exit, meds_lines,
+};
 use meds_e2e::medsctl::List;
 use meds_e2e::topology::{PEER4, PEER4_ALT, PEER6};
 use meds_e2e::{Bed, eventually};
@@ -19,7 +21,7 @@ const FOREIGN_RULE: &[&str] = &["-p", "udp", "--dport", "9", "-j", "ACCEPT"];
 /// Exactly one jump to the chain, first in INPUT, for both families, and no Meds rule twice.
 fn check_single_hook(bed: &Bed) -> Result<()> {
     for family in Family::ALL {
-        let rules = bed.rules(family, "filter")?;
+        let rules = bed.rules(family, HOOK_TABLE)?;
         let hook = Hook::parse(&rules, CHAIN);
         ensure!(
             hook.is_single_and_first(),
@@ -197,7 +199,7 @@ fn dataplane_rules_are_removed_on_sigterm_and_never_duplicated() -> Result<()> {
         bed.wait_in_sync()?;
         check_single_hook(bed)?;
         for family in Family::ALL {
-            let rules = bed.rules(family, "filter")?;
+            let rules = bed.rules(family, HOOK_TABLE)?;
             let foreign = rules.lines().filter(|l| l.contains("--dport 9 ")).count();
             ensure!(
                 foreign == 1,

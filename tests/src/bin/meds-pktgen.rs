@@ -1,28 +1,41 @@
-//! `meds-pktgen`: the packet generator of `tests/bench.sh`. Sends small UDP datagrams as fast as
-//! it can with `sendmmsg`, for at most `--seconds` (≤ 60) and at most `--count` packets, then
-//! prints one JSON line (`sent`, `send_errors`, `elapsed_s`, …) and exits.
+//! `meds-pktgen`: the packet generator of `tests/bench.sh`. Sends small packets as fast as it can
+//! (or at `--rate` packets per second), for at most `--seconds` (≤ 60) and at most `--count`
+//! packets, then prints one JSON line (`sent`, `send_errors`, `elapsed_s`, …) and exits.
 //!
-//! Two workloads:
+//! Three workloads:
 //! * default, "established flows": `--src` addresses × `--flows-per-src` connected UDP sockets,
-//!   each one flow (a fixed 5-tuple), served round-robin, `--batch` datagrams per call;
+//!   each one flow (a fixed 5-tuple), served round-robin, `--batch` datagrams per `sendmmsg`;
+//! * `--tcp`: `--src` addresses × `--flows-per-src` TCP connections (`TCP_NODELAY`, so every
+//!   write leaves as its own segment while the window allows), served round-robin with one
+//!   `--payload`-byte write each; `sent` counts writes. A connection the peer closes ends
+//!   without failing the run (the receiver stops first by design);
 //! * `--new-flows`: one raw IPv4 socket (`IPPROTO_RAW`, so the IP header is ours) and a new
 //!   source address on every packet, cycling over the hosts of `--src-net` (never its network,
 //!   broadcast or the destination address) from a random start; the source port advances after
 //!   each full cycle of addresses. A 5-tuple repeats only after addresses × ports packets.
 //!
+//! `--wait-for FILE` holds the start (at most 30 s) until FILE exists: the bench's receiver
+//! creates it once bound, so nothing is sent into a closed port and the receiver can be given
+//! the generator's pid. `--seconds` counts from the start.
+//!
+//! `--rate PPS` paces any workload: packet n leaves no earlier than n / PPS seconds after the
+//! start, in bursts of at most `--batch` (the bench's below-saturation runs). Without it the
+//! generator sends flat out.
+//!
 //! Safety: this tool only ever sends into the bench's own namespaces. The destination and every
 //! source (also `--src-net`) must lie inside 198.18.0.0/15 (RFC 2544 benchmark range), else it
 //! refuses to start. Exit codes: 0 done, 2 usage error, 1 runtime error.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::mem;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// The only network this tool sends to or from: 198.18.0.0/15 (RFC 2544).
 const BENCH_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
@@ -34,6 +47,14 @@ const MAX_PAYLOAD: usize = 1400;
 const MAX_FLOWS: usize = 4096;
 const IPV4_HEADER: usize = 20;
 const UDP_HEADER: usize = 8;
+const MAX_RATE: u64 = 10_000_000;
+/// Longest wait for the `--wait-for` file.
+const MAX_START_WAIT: Duration = Duration::from_secs(30);
+/// How long one TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest single sleep of the pacer or of a wait for a writable TCP socket: short enough
+/// that the deadline is looked at often.
+const MAX_WAIT: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,15 +73,21 @@ struct Args {
     /// UDP payload bytes (0..=1400; 18 gives 60-byte Ethernet frames).
     #[arg(long, default_value_t = 18)]
     payload: usize,
-    /// Datagrams per sendmmsg call (1..=1024).
+    /// Datagrams per sendmmsg call (1..=1024); with --rate also the largest burst.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Send at this many packets (TCP: writes) per second (1..=10000000); default: flat out.
+    #[arg(long)]
+    rate: Option<u64>,
     /// Established flows: a source address (repeat; inside 198.18.0.0/15, assigned locally).
     #[arg(long = "src", conflicts_with = "new_flows")]
     srcs: Vec<Ipv4Addr>,
     /// Established flows: connected sockets (flows) per source address.
     #[arg(long, default_value_t = 4)]
     flows_per_src: usize,
+    /// Established flows over TCP (TCP_NODELAY, one --payload write per turn) instead of UDP.
+    #[arg(long, conflicts_with = "new_flows")]
+    tcp: bool,
     /// New-flow workload: a new source address/port on every packet (raw socket, needs
     /// CAP_NET_RAW).
     #[arg(long)]
@@ -71,6 +98,9 @@ struct Args {
     /// New-flow workload: source port range LO:HI.
     #[arg(long, default_value = "1024:61023")]
     src_ports: String,
+    /// Start only once this file exists (waits at most 30 s, then fails).
+    #[arg(long)]
+    wait_for: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +122,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &args.wait_for
+        && let Err(e) = wait_for_file(path, MAX_START_WAIT)
+    {
+        eprintln!("meds-pktgen: {e:#}");
+        return ExitCode::from(1);
+    }
     match plan.run() {
         Ok(report) => {
             println!("{report}");
@@ -104,6 +140,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Poll for `path` every 10 ms, for at most `limit`.
+fn wait_for_file(path: &std::path::Path, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() >= limit {
+            bail!("{} did not appear within {limit:?}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
 /// A validated run.
 #[derive(Debug)]
 struct Plan {
@@ -112,12 +160,17 @@ struct Plan {
     count: u64,
     payload: usize,
     batch: usize,
+    rate: Option<u64>,
     mode: Mode,
 }
 
 #[derive(Debug)]
 enum Mode {
     Established {
+        srcs: Vec<Ipv4Addr>,
+        flows_per_src: usize,
+    },
+    Tcp {
         srcs: Vec<Ipv4Addr>,
         flows_per_src: usize,
     },
@@ -196,6 +249,14 @@ impl Plan {
         if !(1..=MAX_BATCH).contains(&a.batch) {
             bail!("--batch must be 1..={MAX_BATCH}");
         }
+        if let Some(rate) = a.rate
+            && !(1..=MAX_RATE).contains(&rate)
+        {
+            bail!("--rate must be 1..={MAX_RATE}");
+        }
+        if a.tcp && a.payload == 0 {
+            bail!("--tcp needs --payload of at least 1 byte");
+        }
         let mode = if a.new_flows {
             let (net, len) = parse_net(&a.src_net).context("--src-net")?;
             if !(8..=30).contains(&len) {
@@ -219,9 +280,17 @@ impl Plan {
             if a.flows_per_src == 0 || a.srcs.len().saturating_mul(a.flows_per_src) > MAX_FLOWS {
                 bail!("--flows-per-src must be >= 1 and give at most {MAX_FLOWS} flows");
             }
-            Mode::Established {
-                srcs: a.srcs.clone(),
-                flows_per_src: a.flows_per_src,
+            let (srcs, flows_per_src) = (a.srcs.clone(), a.flows_per_src);
+            if a.tcp {
+                Mode::Tcp {
+                    srcs,
+                    flows_per_src,
+                }
+            } else {
+                Mode::Established {
+                    srcs,
+                    flows_per_src,
+                }
             }
         };
         Ok(Plan {
@@ -230,6 +299,7 @@ impl Plan {
             count: a.count,
             payload: a.payload,
             batch: a.batch,
+            rate: a.rate,
             mode,
         })
     }
@@ -240,6 +310,10 @@ impl Plan {
                 srcs,
                 flows_per_src,
             } => self.run_established(srcs, *flows_per_src),
+            Mode::Tcp {
+                srcs,
+                flows_per_src,
+            } => self.run_tcp(srcs, *flows_per_src),
             Mode::NewFlows { sources } => self.run_new_flows(sources.clone()),
         }
     }
@@ -278,9 +352,15 @@ impl Plan {
             .collect();
         let mut counters = Counters::default();
         let start = Instant::now();
+        let pacer = Pacer::new(self.rate, start);
         let mut next = 0usize;
         while counters.sent < self.count && start.elapsed() < self.duration {
-            let want = batch_len(self.batch, self.count - counters.sent);
+            let want = batch_len(self.batch, self.count - counters.sent)
+                .min(pacer.allowance(counters.sent));
+            if want == 0 {
+                pacer.wait(counters.sent);
+                continue;
+            }
             // INVARIANT: `sockets` is not empty (validated: at least one source and one flow).
             let fd = sockets[next % sockets.len()].as_raw_fd();
             next = next.wrapping_add(1);
@@ -291,7 +371,85 @@ impl Plan {
             start.elapsed(),
             sockets.len() as u64,
             self.payload,
+            self.rate,
         ))
+    }
+
+    fn run_tcp(&self, srcs: &[Ipv4Addr], flows_per_src: usize) -> Result<serde_json::Value> {
+        let mut streams = Vec::with_capacity(srcs.len() * flows_per_src);
+        for src in srcs {
+            for _ in 0..flows_per_src {
+                streams.push(Some(self.tcp_connect(*src)?));
+            }
+        }
+        let payload = vec![0x5au8; self.payload];
+        let mut counters = Counters::default();
+        let mut bytes = 0u64;
+        let mut closed = 0u64;
+        let start = Instant::now();
+        let pacer = Pacer::new(self.rate, start);
+        while counters.sent < self.count
+            && start.elapsed() < self.duration
+            && streams.iter().any(Option::is_some)
+        {
+            let mut wrote = false;
+            for slot in &mut streams {
+                if counters.sent >= self.count {
+                    break;
+                }
+                if pacer.allowance(counters.sent) == 0 {
+                    // Not a stall of the sockets: the pacer's turn to wait.
+                    wrote = true;
+                    break;
+                }
+                let Some(stream) = slot else { continue };
+                counters.calls += 1;
+                match stream.write(&payload) {
+                    Ok(n) => {
+                        counters.sent += 1;
+                        bytes += n as u64;
+                        wrote = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // The receiver went away (reset, broken pipe): this flow is over.
+                        counters.note_error(&e);
+                        closed += 1;
+                        *slot = None;
+                    }
+                }
+            }
+            if pacer.allowance(counters.sent) == 0 {
+                pacer.wait(counters.sent);
+            } else if !wrote {
+                wait_writable(&streams);
+            }
+        }
+        let mut report = counters.report(
+            "tcp",
+            start.elapsed(),
+            streams.len() as u64,
+            self.payload,
+            self.rate,
+        );
+        report["bytes"] = bytes.into();
+        report["closed_by_peer"] = closed.into();
+        Ok(report)
+    }
+
+    /// One TCP connection from `src` to the destination: bound, connected (bounded in time),
+    /// `TCP_NODELAY`, non-blocking.
+    fn tcp_connect(&self, src: Ipv4Addr) -> Result<TcpStream> {
+        let sock =
+            Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).context("TCP socket")?;
+        sock.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+            .with_context(|| format!("bind {src} (is it assigned here?)"))?;
+        sock.connect_timeout(&SockAddr::from(self.dst), CONNECT_TIMEOUT)
+            .with_context(|| format!("TCP connect {src} -> {}", self.dst))?;
+        sock.set_tcp_nodelay(true).context("TCP_NODELAY")?;
+        sock.set_nonblocking(true).context("O_NONBLOCK")?;
+        Ok(TcpStream::from(sock))
     }
 
     fn run_new_flows(&self, mut sources: SourceCycle) -> Result<serde_json::Value> {
@@ -336,8 +494,14 @@ impl Plan {
             .collect();
         let mut counters = Counters::default();
         let start = Instant::now();
+        let pacer = Pacer::new(self.rate, start);
         while counters.sent < self.count && start.elapsed() < self.duration {
-            let want = batch_len(self.batch, self.count - counters.sent);
+            let want = batch_len(self.batch, self.count - counters.sent)
+                .min(pacer.allowance(counters.sent));
+            if want == 0 {
+                pacer.wait(counters.sent);
+                continue;
+            }
             for chunk in bufs.chunks_exact_mut(pkt_len).take(want) {
                 let (addr, port) = sources.next_source();
                 chunk[12..16].copy_from_slice(&addr.octets());
@@ -350,6 +514,7 @@ impl Plan {
             start.elapsed(),
             sources.distinct_tuples(),
             self.payload,
+            self.rate,
         ))
     }
 }
@@ -357,6 +522,68 @@ impl Plan {
 /// Packets to put in the next call.
 fn batch_len(batch: usize, remaining: u64) -> usize {
     usize::try_from(remaining).map_or(batch, |r| r.min(batch))
+}
+
+/// Paces a run at a fixed rate: packet n (0-based) is due n / rate seconds after the start.
+#[derive(Debug)]
+struct Pacer {
+    rate: Option<u64>,
+    start: Instant,
+}
+
+impl Pacer {
+    fn new(rate: Option<u64>, start: Instant) -> Pacer {
+        Pacer { rate, start }
+    }
+
+    /// How many packets may leave now, `sent` having left already (`usize::MAX` unpaced).
+    fn allowance(&self, sent: u64) -> usize {
+        match self.rate {
+            None => usize::MAX,
+            Some(rate) => {
+                let due = due_packets(self.start.elapsed(), rate);
+                usize::try_from(due.saturating_sub(sent)).unwrap_or(usize::MAX)
+            }
+        }
+    }
+
+    /// Sleep until packet `sent` is due (at most [`MAX_WAIT`], so deadlines stay in view).
+    fn wait(&self, sent: u64) {
+        let Some(rate) = self.rate else { return };
+        let due_at = Duration::from_secs_f64(sent as f64 / rate as f64);
+        let wait = due_at.saturating_sub(self.start.elapsed()).min(MAX_WAIT);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Packets due `elapsed` after the start at `rate` per second (the first one at once).
+fn due_packets(elapsed: Duration, rate: u64) -> u64 {
+    // Whole microseconds keep this exact in integers (u128: no overflow for a 60 s run).
+    let due = elapsed.as_micros() * u128::from(rate) / 1_000_000 + 1;
+    u64::try_from(due).unwrap_or(u64::MAX)
+}
+
+/// Wait (at most [`MAX_WAIT`]) until one of the open TCP streams can take a write.
+fn wait_writable(streams: &[Option<TcpStream>]) {
+    let mut fds: Vec<libc::pollfd> = streams
+        .iter()
+        .flatten()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        })
+        .collect();
+    if fds.is_empty() {
+        return;
+    }
+    let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    let timeout = libc::c_int::try_from(MAX_WAIT.as_millis()).unwrap_or(10);
+    // SAFETY: `fds` holds `n` initialised pollfd structs and outlives the call. The result
+    // (ready count, 0 on timeout, -1 on EINTR) needs no handling: the caller simply retries.
+    unsafe { libc::poll(fds.as_mut_ptr(), n, timeout) };
 }
 
 /// One `sendmmsg`: how many datagrams the kernel took, or the error.
@@ -385,14 +612,16 @@ impl Counters {
         self.calls += 1;
         match result {
             Ok(n) => self.sent += n as u64,
-            Err(e) => {
-                // ENOBUFS/EAGAIN/ECONNREFUSED (an ICMP error from an earlier datagram): the
-                // datagrams of this call were not sent; keep going.
-                self.send_errors += 1;
-                if self.last_error.is_none() {
-                    self.last_error = Some(e.to_string());
-                }
-            }
+            // ENOBUFS/EAGAIN/ECONNREFUSED (an ICMP error from an earlier datagram): the
+            // datagrams of this call were not sent; keep going.
+            Err(e) => self.note_error(&e),
+        }
+    }
+
+    fn note_error(&mut self, e: &io::Error) {
+        self.send_errors += 1;
+        if self.last_error.is_none() {
+            self.last_error = Some(e.to_string());
         }
     }
 
@@ -402,12 +631,14 @@ impl Counters {
         elapsed: Duration,
         flows: u64,
         payload: usize,
+        rate: Option<u64>,
     ) -> serde_json::Value {
         let secs = elapsed.as_secs_f64();
         serde_json::json!({
             "mode": mode,
             "flows": flows,
             "payload": payload,
+            "rate": rate,
             "sent": self.sent,
             "calls": self.calls,
             "send_errors": self.send_errors,
@@ -605,6 +836,54 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rate_and_tcp_flags() {
+        let parse = |argv: &[&str]| {
+            let mut full = vec!["meds-pktgen", "--dst", "198.18.0.1:9000"];
+            full.extend_from_slice(argv);
+            Args::try_parse_from(full)
+                .map_err(|e| e.to_string())
+                .and_then(|a| Plan::from_args(&a).map_err(|e| e.to_string()))
+        };
+        let tcp = parse(&["--src", "198.18.0.2", "--tcp", "--rate", "1000"]).unwrap();
+        assert!(matches!(tcp.mode, Mode::Tcp { .. }));
+        assert_eq!(tcp.rate, Some(1000));
+        assert!(parse(&["--new-flows", "--rate", "10000000"]).is_ok());
+        for bad in [
+            &["--src", "198.18.0.2", "--rate", "0"][..],
+            &["--src", "198.18.0.2", "--rate", "10000001"],
+            &["--src", "198.18.0.2", "--tcp", "--payload", "0"],
+            &["--new-flows", "--tcp"],
+            &["--tcp"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wait_for_file_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("meds-pktgen-test-{}", std::process::id()));
+        assert!(wait_for_file(&dir, Duration::from_millis(30)).is_err());
+        std::fs::write(&dir, b"").unwrap();
+        assert!(wait_for_file(&dir, Duration::ZERO).is_ok());
+        std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn pacer_due_counts() {
+        // The first packet is due at once; then one every 1/rate seconds.
+        assert_eq!(due_packets(Duration::ZERO, 1000), 1);
+        assert_eq!(due_packets(Duration::from_micros(999), 1000), 1);
+        assert_eq!(due_packets(Duration::from_millis(1), 1000), 2);
+        assert_eq!(due_packets(Duration::from_secs(1), 1000), 1001);
+        assert_eq!(due_packets(Duration::from_secs(60), MAX_RATE), 600_000_001);
+        let unpaced = Pacer::new(None, Instant::now());
+        assert_eq!(unpaced.allowance(u64::MAX), usize::MAX);
+        let paced = Pacer::new(Some(1), Instant::now());
+        assert_eq!(paced.allowance(0), 1);
+        assert_eq!(paced.allowance(1), 0);
     }
 
     #[test]
