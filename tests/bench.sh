@@ -19,6 +19,9 @@
 #                   Offload is on (the dataplane's default); --no-rate-limiter and
 #                   --readers-count 1 are passed when this meds-dataplane has them;
 #   meds-nooffload  (only with -s) the same with --no-offload: every packet is queued;
+#   meds-single     (only with -s) the same with --no-offload --recv-batch 1: one receive and
+#                   one verdict per packet, the per-packet-verdict design (the original's, and
+#                   the nfq crate's), with the same lists: the baseline of the batching gain;
 # under three workloads:
 #   est   established UDP flows: 8 source addresses x 4 connected sockets (32 flows), flat out;
 #   tcp   established TCP flows: 8 source addresses x 2 connections (16 flows), TCP_NODELAY,
@@ -62,6 +65,7 @@ usage: sudo $0 [options]
   -t SECONDS    measured window per run (default 10, at most 50)
   -u SECONDS    warm-up before each window (default 2)
   -s LIST       scenarios, space separated, from: kernel ctmark floor meds meds-nooffload
+                meds-single
                 (default: kernel ctmark floor meds)
   -w LIST       workloads, space separated, from: est tcp new (default all three)
   -S LIST       below-saturation runs of 'meds' (steady and with a list swap) for these
@@ -137,7 +141,7 @@ if [ -z "$scenarios" ] || [ -z "$workloads" ]; then
     usage_error "no scenario or no workload"
 fi
 for s in $scenarios; do
-    case $s in kernel | ctmark | floor | meds | meds-nooffload) ;; *) usage_error "unknown scenario '$s'" ;; esac
+    case $s in kernel | ctmark | floor | meds | meds-nooffload | meds-single) ;; *) usage_error "unknown scenario '$s'" ;; esac
 done
 for w in $workloads; do
     case $w in est | tcp | new) ;; *) usage_error "unknown workload '$w'" ;; esac
@@ -148,7 +152,7 @@ for w in $swap_workloads; do
 done
 # The controller and the lists are needed by the meds scenarios and the below-saturation runs.
 need_lists=0
-[[ " $scenarios " != *" meds "* && " $scenarios " != *" meds-nooffload "* && -z $swap_workloads ]] ||
+[[ " $scenarios " != *" meds "* && " $scenarios " != *" meds-nooffload "* && " $scenarios " != *" meds-single "* && -z $swap_workloads ]] ||
     need_lists=1
 
 meds_require_root "$@"
@@ -270,8 +274,12 @@ dp_flags=()
 if dp_has --no-rate-limiter; then dp_flags+=(--no-rate-limiter); fi
 # One packet thread, pinned with the process to FW_CPU (the other CPU generates the traffic).
 if dp_has --readers-count; then dp_flags+=(--readers-count 1); fi
-if [[ " $scenarios " == *" meds-nooffload "* ]] && ! dp_has --no-offload; then
-    meds_die "scenario meds-nooffload: this meds-dataplane has no --no-offload"
+if [[ " $scenarios " == *" meds-nooffload "* || " $scenarios " == *" meds-single "* ]] &&
+    ! dp_has --no-offload; then
+    meds_die "scenarios meds-nooffload, meds-single: this meds-dataplane has no --no-offload"
+fi
+if [[ " $scenarios " == *" meds-single "* ]] && ! dp_has --recv-batch; then
+    meds_die "scenario meds-single: this meds-dataplane has no --recv-batch"
 fi
 dp_offload_default=yes
 dp_has --no-offload || dp_offload_default="no (no --no-offload flag: offload not implemented?)"
@@ -526,6 +534,7 @@ setup_scenario() {
             ;;
         meds) start_dataplane ;;
         meds-nooffload) start_dataplane --no-offload ;;
+        meds-single) start_dataplane --no-offload --recv-batch 1 ;;
     esac
 }
 

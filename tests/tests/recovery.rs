@@ -165,9 +165,10 @@ fn dataplane_rules_are_removed_on_sigterm_and_never_duplicated() -> Result<()> {
         bed.expect_open(p4)?;
         bed.expect_open(p6)?;
 
-        // An operator's rule sits at the top of INPUT; Meds must still go first.
+        // An operator's rule sits at the top of INPUT (in the table Meds hooks); Meds must
+        // still go first.
         for family in Family::ALL {
-            let mut args = vec!["-w", "5", "-I", "INPUT", "1"];
+            let mut args = vec!["-w", "5", "-t", HOOK_TABLE, "-I", "INPUT", "1"];
             args.extend_from_slice(FOREIGN_RULE);
             in_fw_iptables(bed, family, &args)?;
         }
