@@ -1,6 +1,7 @@
 //! The packet path does not allocate in steady state: a counting global allocator around
 //! [`Inspector::inspect`] (DNS queries, single-segment and split ClientHellos with domain,
-//! JA3 and JA4 lists loaded, blocked-flow hits, a SYN-anchored hello sent last segment first)
+//! JA3 and JA4 lists loaded, blocked-flow hits, a SYN-anchored hello sent last segment first,
+//! the rate limiter on)
 //! after one warm-up round.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use meds_dataplane::chain::{RuleSet, UnparsableVerdict, Verdict};
 use meds_dataplane::inspect::{InspectConfig, Inspector};
+use meds_dataplane::ratelimit::{RateLimitConfig, RateLimitSettings, RateLimiter};
 use meds_dataplane::packet::transport_checksum;
 use meds_proto::{DomainName, Entry, ListKind};
 
@@ -128,7 +130,19 @@ fn inspect_does_not_allocate_in_steady_state() {
         .with_list(ListKind::DomainBlock, &[domain("google.com")])
         .with_list(ListKind::FeedSslblJa3, &[Entry::Ja3(ja3)])
         .with_list(ListKind::Ja4Block, &[Entry::Ja4(ja4)]);
-    let mut inspector = Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
+    // With the rate limiter on (never limiting here): its buckets live in tables allocated
+    // when it is created.
+    let limiter = RateLimiter::new(
+        RateLimitConfig::new(RateLimitSettings {
+            rate: 1_000_000,
+            burst: 1_000_000,
+            ..RateLimitSettings::default()
+        })
+        .unwrap(),
+    );
+    let mut inspector = Inspector::new(InspectConfig::new(UnparsableVerdict::Accept))
+        .unwrap()
+        .with_limiter(std::sync::Arc::new(limiter));
 
     // Per round: a DNS query, a whole allowed hello, a split blocked hello on a new flow, a
     // retransmission of its last segment (a blocked-flow hit), and on a third flow a SYN
