@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use meds_dataplane::chain::{RuleSet, UnparsableVerdict, Verdict};
 use meds_dataplane::inspect::{InspectConfig, Inspector};
-use meds_dataplane::ratelimit::{RateLimitConfig, RateLimitSettings, RateLimiter};
 use meds_dataplane::packet::transport_checksum;
+use meds_dataplane::ratelimit::{RateLimitConfig, RateLimitSettings, RateLimiter};
 use meds_proto::{DomainName, Entry, ListKind};
 
 struct Counting;
