@@ -60,7 +60,6 @@ use std::time::{Duration, Instant};
 /// Kernel UAPI constants, named as in the headers.
 mod uapi {
     // linux/netlink.h
-    pub const NLMSG_HDRLEN: usize = 16;
     pub const NLA_HDRLEN: usize = 4;
     pub const NLMSG_NOOP: u16 = 1;
     pub const NLMSG_ERROR: u16 = 2;
@@ -125,6 +124,10 @@ mod uapi {
     }
 }
 
+use crate::netlink::{
+    Messages, ack_errno, align4, kernel_address, read_u16_ne, set_int_option, set_recv_timeout,
+    sockaddr_nl_len,
+};
 use uapi::*;
 
 /// Bytes kept of an entry's original tuple (the `CTA_TUPLE_ORIG` payload) to address it again.
@@ -892,63 +895,6 @@ impl NlSocket {
     }
 }
 
-fn kernel_address() -> libc::sockaddr_nl {
-    // SAFETY: all-zero bytes are a valid sockaddr_nl (port 0 = kernel, no groups).
-    let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr
-}
-
-fn sockaddr_nl_len() -> libc::socklen_t {
-    // The struct is 12 bytes; the cast cannot truncate.
-    mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t
-}
-
-fn set_int_option(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` is a valid c_int and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn set_recv_timeout(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
-    };
-    // SAFETY: `tv` is a valid timeval and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Building requests (fixed-size stack buffers, no allocation).
 
@@ -1157,22 +1103,6 @@ fn ipv6_of(addr: IpAddr) -> Ipv6Addr {
 // ---------------------------------------------------------------------------------------------
 // Walking received datagrams (total, bounds-checked, no allocation).
 
-fn align4(len: usize) -> usize {
-    len.saturating_add(3) & !3
-}
-
-fn read_array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
-    buf.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-fn read_u16_ne(buf: &[u8], at: usize) -> Option<u16> {
-    read_array(buf, at).map(u16::from_ne_bytes)
-}
-
-fn read_u32_ne(buf: &[u8], at: usize) -> Option<u32> {
-    read_array(buf, at).map(u32::from_ne_bytes)
-}
-
 /// The payload as `N` bytes, only if it is exactly that long.
 fn exact<const N: usize>(payload: &[u8]) -> Option<[u8; N]> {
     payload.try_into().ok()
@@ -1188,79 +1118,6 @@ fn exact_be16(payload: &[u8], what: &'static str) -> Result<u16, &'static str> {
 
 fn exact_be32(payload: &[u8], what: &'static str) -> Result<u32, &'static str> {
     exact(payload).map(u32::from_be_bytes).ok_or(what)
-}
-
-/// One netlink message of a datagram.
-#[derive(Debug, Clone, Copy)]
-struct RawMessage<'a> {
-    msg_type: u16,
-    seq: u32,
-    /// Everything after the netlink header (cut short when `truncated`).
-    body: &'a [u8],
-    /// The header claimed more bytes than the datagram holds.
-    truncated: bool,
-}
-
-/// Iterator over the netlink messages of one datagram. Stops after the first error.
-struct Messages<'a> {
-    buf: &'a [u8],
-    offset: usize,
-    done: bool,
-}
-
-impl<'a> Messages<'a> {
-    fn new(buf: &'a [u8]) -> Messages<'a> {
-        Messages {
-            buf,
-            offset: 0,
-            done: false,
-        }
-    }
-}
-
-impl<'a> Iterator for Messages<'a> {
-    type Item = Result<RawMessage<'a>, &'static str>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let rest = match self.buf.get(self.offset..) {
-            Some(rest) if !rest.is_empty() => rest,
-            _ => {
-                self.done = true;
-                return None;
-            }
-        };
-        let header = (
-            read_u32_ne(rest, 0),
-            read_u16_ne(rest, 4),
-            read_u32_ne(rest, 8),
-        );
-        let (Some(len), Some(msg_type), Some(seq)) = header else {
-            self.done = true;
-            return Some(Err("netlink header truncated"));
-        };
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len < NLMSG_HDRLEN {
-            self.done = true;
-            return Some(Err("netlink message length below its header"));
-        }
-        let (body, truncated) = match rest.get(NLMSG_HDRLEN..len) {
-            Some(body) => (body, false),
-            None => {
-                self.done = true;
-                (rest.get(NLMSG_HDRLEN..).unwrap_or_default(), true)
-            }
-        };
-        self.offset = self.offset.saturating_add(align4(len));
-        Some(Ok(RawMessage {
-            msg_type,
-            seq,
-            body,
-            truncated,
-        }))
-    }
 }
 
 /// Iterator over the attributes of one attribute stream (a message body after its fixed
@@ -1310,12 +1167,6 @@ impl<'a> Iterator for Attrs<'a> {
         self.offset = start.saturating_add(align4(len));
         Some(Ok((attr_type & NLA_TYPE_MASK, payload)))
     }
-}
-
-/// The errno of an `NLMSG_ERROR` body (0 for an acknowledgement), positive.
-fn ack_errno(body: &[u8]) -> Option<i32> {
-    let error = i32::from_ne_bytes(read_array(body, 0)?);
-    Some(error.checked_neg().unwrap_or(i32::MAX))
 }
 
 /// Decode the body (after the netlink header) of an entry message.

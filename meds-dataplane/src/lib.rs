@@ -31,6 +31,7 @@ pub mod firewall;
 pub mod flow;
 pub mod inspect;
 pub mod lists;
+mod netlink;
 pub mod nfqueue;
 pub mod offload;
 pub mod packet;
