@@ -51,10 +51,9 @@
 
 use std::fmt;
 use std::io;
-use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 /// Kernel UAPI constants, named as in the headers.
@@ -73,7 +72,6 @@ mod uapi {
 
     // linux/netfilter/nfnetlink.h
     pub const NFGENMSG_LEN: usize = 4;
-    pub const NFNETLINK_V0: u8 = 0;
     pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 
     // linux/netfilter/nfnetlink_conntrack.h: enum cntl_msg_types
@@ -125,8 +123,8 @@ mod uapi {
 }
 
 use crate::netlink::{
-    Messages, ack_errno, align4, kernel_address, read_u16_ne, set_int_option, set_recv_timeout,
-    sockaddr_nl_len,
+    Messages, OpenStep, Writer, ack_errno, align4, open_bound, read_u16_ne, recv_datagram,
+    send_to_kernel, set_int_option, set_recv_timeout,
 };
 use uapi::*;
 
@@ -781,37 +779,10 @@ enum Received {
 
 impl NlSocket {
     fn open(op: Op, rcvbuf: usize, timeout: Duration) -> Result<NlSocket, ConntrackError> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(ConntrackError::Socket {
-                op,
-                error: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let local = kernel_address(); // port id 0: the kernel assigns ours
-        // SAFETY: `local` is a valid sockaddr_nl and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const local).cast::<libc::sockaddr>(),
-                sockaddr_nl_len(),
-            )
-        };
-        if rc < 0 {
-            return Err(ConntrackError::BindSocket {
-                op,
-                error: io::Error::last_os_error(),
-            });
-        }
+        let fd = open_bound().map_err(|(step, error)| match step {
+            OpenStep::Socket => ConntrackError::Socket { op, error },
+            OpenStep::Bind => ConntrackError::BindSocket { op, error },
+        })?;
         let option_error = |option, error| ConntrackError::SocketOption { op, option, error };
         let want = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
         match set_int_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want) {
@@ -827,174 +798,35 @@ impl NlSocket {
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        let kernel = kernel_address();
-        // SAFETY: `bytes` is a valid readable buffer of the given length, and `kernel` a valid
-        // sockaddr_nl of the given length.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&raw const kernel).cast::<libc::sockaddr>(),
-                sockaddr_nl_len(),
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if usize::try_from(sent).ok() != Some(bytes.len()) {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "netlink message sent partially",
-            ));
-        }
-        Ok(())
+        send_to_kernel(&self.fd, bytes)
     }
 
     /// Receive one datagram; `nonblocking` returns [`Received::Empty`] at once when nothing
     /// is queued instead of waiting for the receive timeout.
     fn recv(&self, buf: &mut [u8], nonblocking: bool) -> io::Result<Received> {
-        let flags = if nonblocking {
-            libc::MSG_TRUNC | libc::MSG_DONTWAIT
-        } else {
-            libc::MSG_TRUNC
+        let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        let datagram = match recv_datagram(&self.fd, buf, flags) {
+            Ok(datagram) => datagram,
+            Err(error) => {
+                return match error.raw_os_error() {
+                    Some(libc::EAGAIN) => Ok(Received::Empty),
+                    Some(libc::EINTR) => Ok(Received::Interrupted),
+                    _ => Err(error),
+                };
+            }
         };
-        // SAFETY: all-zero bytes are a valid sockaddr_nl.
-        let mut from: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        let mut from_len = sockaddr_nl_len();
-        // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes; `from` and `from_len`
-        // describe a valid sockaddr_nl. MSG_TRUNC makes the call return the full datagram
-        // length but the kernel still writes at most `buf.len()` bytes.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                flags,
-                (&raw mut from).cast::<libc::sockaddr>(),
-                &mut from_len,
-            )
-        };
-        if n < 0 {
-            let error = io::Error::last_os_error();
-            return match error.raw_os_error() {
-                Some(libc::EAGAIN) => Ok(Received::Empty),
-                Some(libc::EINTR) => Ok(Received::Interrupted),
-                _ => Err(error),
-            };
-        }
-        if from.nl_pid != 0 {
+        if datagram.sender != 0 {
             return Ok(Received::Foreign);
         }
-        let n = usize::try_from(n).unwrap_or(0);
         Ok(Received::Datagram {
-            len: n.min(buf.len()),
-            truncated: n > buf.len(),
+            len: datagram.len.min(buf.len()),
+            truncated: datagram.len > buf.len(),
         })
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Building requests (fixed-size stack buffers, no allocation).
-
-/// Netlink bytes built in a fixed-size buffer. Writing past the capacity marks the buffer as
-/// overflowed instead of panicking; [`Writer::bytes`] and [`Writer::message`] then return
-/// `None`.
-#[derive(Debug, Clone)]
-struct Writer<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-    overflow: bool,
-}
-
-impl<const N: usize> Writer<N> {
-    fn new() -> Writer<N> {
-        Writer {
-            buf: [0; N],
-            len: 0,
-            overflow: false,
-        }
-    }
-
-    /// A netlink message header and an nfgenmsg (`family`, version 0, res_id 0); the length
-    /// is filled in by [`Writer::message`].
-    fn request(msg_type: u16, flags: u16, seq: u32, family: u8) -> Writer<N> {
-        let mut w = Writer::new();
-        w.put(&0u32.to_ne_bytes()); // nlmsg_len
-        w.put(&msg_type.to_ne_bytes());
-        w.put(&flags.to_ne_bytes());
-        w.put(&seq.to_ne_bytes());
-        w.put(&0u32.to_ne_bytes()); // nlmsg_pid: 0, the kernel fills in ours
-        w.put(&[family, NFNETLINK_V0, 0, 0]);
-        w
-    }
-
-    fn put(&mut self, bytes: &[u8]) {
-        let Some(end) = self.len.checked_add(bytes.len()) else {
-            self.overflow = true;
-            return;
-        };
-        match self.buf.get_mut(self.len..end) {
-            Some(dst) => {
-                dst.copy_from_slice(bytes);
-                self.len = end;
-            }
-            None => self.overflow = true,
-        }
-    }
-
-    /// Append one attribute, padded to 4 bytes.
-    fn attr(&mut self, attr_type: u16, payload: &[u8]) {
-        let Ok(len) = u16::try_from(NLA_HDRLEN + payload.len()) else {
-            self.overflow = true;
-            return;
-        };
-        self.put(&len.to_ne_bytes());
-        self.put(&attr_type.to_ne_bytes());
-        self.put(payload);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        let padding = align4(self.len) - self.len;
-        self.put(&[0u8; 3][..padding.min(3)]);
-    }
-
-    /// Open a nested attribute; returns where it starts, for [`Writer::nest_end`].
-    fn nest_start(&mut self, attr_type: u16) -> usize {
-        let start = self.len;
-        self.put(&0u16.to_ne_bytes());
-        self.put(&(attr_type | NLA_F_NESTED).to_ne_bytes());
-        start
-    }
-
-    fn nest_end(&mut self, start: usize) {
-        let len = self.len.checked_sub(start).map(u16::try_from);
-        match (len, self.buf.get_mut(start..start.saturating_add(2))) {
-            (Some(Ok(len)), Some(dst)) => dst.copy_from_slice(&len.to_ne_bytes()),
-            _ => self.overflow = true,
-        }
-    }
-
-    /// The bytes written, or `None` if they did not fit.
-    fn bytes(&self) -> Option<&[u8]> {
-        if self.overflow {
-            return None;
-        }
-        self.buf.get(..self.len)
-    }
-
-    /// The finished message (length filled in), or `None` if it did not fit.
-    fn message(&mut self) -> Option<&[u8]> {
-        if self.overflow {
-            return None;
-        }
-        let len = u32::try_from(self.len).ok()?;
-        self.buf.get_mut(0..4)?.copy_from_slice(&len.to_ne_bytes());
-        self.buf.get(..self.len)
-    }
-}
 
 fn dump_request(seq: u32, value: u32, mask: u32) -> Writer<REQUEST_CAPACITY> {
     let mut msg = Writer::request(

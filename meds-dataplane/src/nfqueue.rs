@@ -58,7 +58,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::chain::Verdict;
@@ -76,7 +76,6 @@ mod uapi {
 
     // linux/netfilter/nfnetlink.h
     pub const NFGENMSG_LEN: usize = 4;
-    pub const NFNETLINK_V0: u8 = 0;
     pub const NFNL_SUBSYS_QUEUE: u16 = 3;
 
     // linux/netfilter/nfnetlink_queue.h
@@ -126,8 +125,9 @@ mod uapi {
 }
 
 use crate::netlink::{
-    Messages, ack_errno, align4, get_int_option, kernel_address, read_u16_be, read_u16_ne,
-    read_u32_be, read_u32_ne, set_int_option, set_recv_timeout, sockaddr_nl_len,
+    Messages, OpenStep, Writer, ack_errno, align4, get_int_option, open_bound, read_u16_be,
+    read_u16_ne, read_u32_be, recv_datagram, send_to_kernel, set_int_option, set_recv_timeout,
+    sockaddr_nl_len,
 };
 use uapi::*;
 
@@ -462,36 +462,10 @@ impl NfQueue {
             cfg.copy_range
         };
 
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(NfQueueError::Socket {
-                error: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-        let local = kernel_address(); // port id 0: the kernel assigns ours
-        // SAFETY: `local` is a valid sockaddr_nl and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const local).cast::<libc::sockaddr>(),
-                sockaddr_nl_len(),
-            )
-        };
-        if rc < 0 {
-            return Err(NfQueueError::BindSocket {
-                error: io::Error::last_os_error(),
-            });
-        }
+        let fd = open_bound().map_err(|(step, error)| match step {
+            OpenStep::Socket => NfQueueError::Socket { error },
+            OpenStep::Bind => NfQueueError::BindSocket { error },
+        })?;
 
         let option_error = |option: &'static str, error: io::Error| NfQueueError::SocketOption {
             queue,
@@ -687,7 +661,7 @@ impl NfQueue {
         mark: Option<u32>,
     ) -> Result<(), NfQueueError> {
         let mut msg = verdict_message(NFQNL_MSG_VERDICT, self.queue_num, packet_id, raw, mark);
-        let sent = match msg.bytes() {
+        let sent = match msg.message() {
             Some(bytes) => self.send(bytes),
             None => Err(io::Error::from_raw_os_error(libc::EMSGSIZE)),
         };
@@ -698,9 +672,9 @@ impl NfQueue {
         })
     }
 
-    fn config_message(&mut self) -> MessageBuf<CONFIG_MSG_CAPACITY> {
+    fn config_message(&mut self) -> Writer<CONFIG_MSG_CAPACITY> {
         self.seq = self.seq.wrapping_add(1);
-        MessageBuf::new(
+        queue_message(
             queue_msg_type(NFQNL_MSG_CONFIG),
             NLM_F_REQUEST | NLM_F_ACK,
             self.seq,
@@ -709,14 +683,10 @@ impl NfQueue {
     }
 
     /// Send a configuration message and wait for its acknowledgement.
-    fn request(
-        &self,
-        msg: &mut MessageBuf<CONFIG_MSG_CAPACITY>,
-        scratch: &mut [u8],
-    ) -> io::Result<()> {
+    fn request(&self, msg: &mut Writer<CONFIG_MSG_CAPACITY>, scratch: &mut [u8]) -> io::Result<()> {
         let seq = msg.seq();
         let bytes = msg
-            .bytes()
+            .message()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
         self.send(bytes)?;
         let deadline = Instant::now() + ACK_TIMEOUT;
@@ -758,60 +728,23 @@ impl NfQueue {
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        let kernel = kernel_address();
-        // SAFETY: `bytes` is a valid readable buffer of the given length, and `kernel` a valid
-        // sockaddr_nl of the given length.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&raw const kernel).cast::<libc::sockaddr>(),
-                sockaddr_nl_len(),
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if usize::try_from(sent).ok() != Some(bytes.len()) {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "netlink message sent partially",
-            ));
-        }
-        Ok(())
+        send_to_kernel(&self.fd, bytes)
     }
 
     fn recv_raw(&self, buf: &mut [u8]) -> Result<Option<usize>, RecvError> {
-        // SAFETY: all-zero bytes are a valid sockaddr_nl.
-        let mut from: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        let mut from_len = sockaddr_nl_len();
-        // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes; `from` and `from_len`
-        // describe a valid sockaddr_nl. MSG_TRUNC makes the call return the full datagram
-        // length but the kernel still writes at most `buf.len()` bytes.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-                (&raw mut from).cast::<libc::sockaddr>(),
-                &mut from_len,
-            )
+        let datagram = match recv_datagram(&self.fd, buf, 0) {
+            Ok(datagram) => datagram,
+            Err(error) => {
+                return match error.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+                    _ => Err(RecvError::Io(error)),
+                };
+            }
         };
-        if n < 0 {
-            let error = io::Error::last_os_error();
-            return match error.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => Ok(None),
-                _ => Err(RecvError::Io(error)),
-            };
+        if datagram.sender != 0 {
+            return Err(RecvError::Foreign(datagram.sender));
         }
-        if from.nl_pid != 0 {
-            return Err(RecvError::Foreign(from.nl_pid));
-        }
-        let n = usize::try_from(n).unwrap_or(0);
-        Ok(Some(n.min(buf.len())))
+        Ok(Some(datagram.len.min(buf.len())))
     }
 }
 
@@ -829,74 +762,9 @@ enum RecvError {
 // ---------------------------------------------------------------------------------------------
 // Building messages (fixed-size stack buffers, no allocation).
 
-/// A netlink message with an `nfgenmsg` header, built in a fixed-size buffer. Writing past the
-/// capacity marks the message as overflowed instead of panicking; [`MessageBuf::bytes`] then
-/// returns `None`.
-#[derive(Debug, Clone)]
-struct MessageBuf<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-    overflow: bool,
-}
-
-impl<const N: usize> MessageBuf<N> {
-    fn new(msg_type: u16, flags: u16, seq: u32, queue_num: u16) -> MessageBuf<N> {
-        let mut m = MessageBuf {
-            buf: [0; N],
-            len: 0,
-            overflow: false,
-        };
-        m.put(&0u32.to_ne_bytes()); // nlmsg_len, set by `bytes`
-        m.put(&msg_type.to_ne_bytes());
-        m.put(&flags.to_ne_bytes());
-        m.put(&seq.to_ne_bytes());
-        m.put(&0u32.to_ne_bytes()); // nlmsg_pid: 0, the kernel fills in ours
-        // nfgenmsg: family AF_UNSPEC, version, res_id = queue number (big endian)
-        m.put(&[libc::AF_UNSPEC as u8, NFNETLINK_V0]);
-        m.put(&queue_num.to_be_bytes());
-        m
-    }
-
-    fn put(&mut self, bytes: &[u8]) {
-        let Some(end) = self.len.checked_add(bytes.len()) else {
-            self.overflow = true;
-            return;
-        };
-        match self.buf.get_mut(self.len..end) {
-            Some(dst) => {
-                dst.copy_from_slice(bytes);
-                self.len = end;
-            }
-            None => self.overflow = true,
-        }
-    }
-
-    /// Append one attribute, padded to 4 bytes.
-    fn attr(&mut self, attr_type: u16, payload: &[u8]) {
-        let Ok(len) = u16::try_from(NLA_HDRLEN + payload.len()) else {
-            self.overflow = true;
-            return;
-        };
-        self.put(&len.to_ne_bytes());
-        self.put(&attr_type.to_ne_bytes());
-        self.put(payload);
-        let padding = align4(usize::from(len)) - usize::from(len);
-        self.put(&[0u8; 3][..padding]);
-    }
-
-    fn seq(&self) -> u32 {
-        read_u32_ne(&self.buf, 8).unwrap_or(0)
-    }
-
-    /// The finished message, or `None` if it did not fit.
-    fn bytes(&mut self) -> Option<&[u8]> {
-        if self.overflow {
-            return None;
-        }
-        let len = u32::try_from(self.len).ok()?;
-        self.buf.get_mut(0..4)?.copy_from_slice(&len.to_ne_bytes());
-        self.buf.get(..self.len)
-    }
+/// A message to queue `queue_num` (nfgenmsg family `AF_UNSPEC`, res_id = the queue number).
+fn queue_message<const N: usize>(msg_type: u16, flags: u16, seq: u32, queue_num: u16) -> Writer<N> {
+    Writer::request_for(msg_type, flags, seq, libc::AF_UNSPEC as u8, queue_num)
 }
 
 /// An `NFQNL_MSG_VERDICT` (for `packet_id`) or `NFQNL_MSG_VERDICT_BATCH` (for every queued id
@@ -907,8 +775,8 @@ fn verdict_message(
     packet_id: u32,
     raw_verdict: u32,
     mark: Option<u32>,
-) -> MessageBuf<VERDICT_MSG_CAPACITY> {
-    let mut msg = MessageBuf::new(queue_msg_type(msg), NLM_F_REQUEST, 0, queue_num);
+) -> Writer<VERDICT_MSG_CAPACITY> {
+    let mut msg = queue_message(queue_msg_type(msg), NLM_F_REQUEST, 0, queue_num);
     let mut hdr = [0u8; 8];
     hdr[..4].copy_from_slice(&raw_verdict.to_be_bytes());
     hdr[4..].copy_from_slice(&packet_id.to_be_bytes());
@@ -1158,7 +1026,7 @@ impl VerdictBatcher {
             run.answer.mark,
         );
         let start = self.len;
-        let end = msg.bytes().and_then(|bytes| {
+        let end = msg.message().and_then(|bytes| {
             let end = start.checked_add(bytes.len())?;
             self.buf.get_mut(start..end)?.copy_from_slice(bytes);
             Some(end)
@@ -1503,7 +1371,7 @@ mod tests {
             NF_ACCEPT,
             Some(0xa0b0_c0d0),
         );
-        let bytes = msg.bytes().unwrap().to_vec();
+        let bytes = msg.message().unwrap().to_vec();
         let mut want = Vec::new();
         want.extend_from_slice(&40u32.to_ne_bytes());
         want.extend_from_slice(&0x0301u16.to_ne_bytes());
@@ -1520,12 +1388,12 @@ mod tests {
         assert_eq!(bytes, want);
 
         let mut drop = verdict_message(NFQNL_MSG_VERDICT, 0, 1, NF_DROP, None);
-        assert_eq!(drop.bytes().unwrap().len(), 32);
+        assert_eq!(drop.message().unwrap().len(), 32);
     }
 
     #[test]
     fn config_message_pads_attributes() {
-        let mut msg: MessageBuf<64> = MessageBuf::new(
+        let mut msg: Writer<64> = queue_message(
             queue_msg_type(NFQNL_MSG_CONFIG),
             NLM_F_REQUEST | NLM_F_ACK,
             3,
@@ -1533,7 +1401,7 @@ mod tests {
         );
         msg.attr(NFQA_CFG_PARAMS, &[0, 0, 0, 128, NFQNL_COPY_PACKET]);
         assert_eq!(msg.seq(), 3);
-        let bytes = msg.bytes().unwrap();
+        let bytes = msg.message().unwrap();
         assert_eq!(bytes.len(), 16 + 4 + 12);
         assert_eq!(&bytes[18..20], &[0x01, 0x02]); // res_id big endian
         assert_eq!(&bytes[20..22], &9u16.to_ne_bytes()); // nla_len excludes padding
@@ -1542,9 +1410,9 @@ mod tests {
 
     #[test]
     fn message_overflow_is_reported_not_panicked() {
-        let mut msg: MessageBuf<24> = MessageBuf::new(0, 0, 0, 0);
+        let mut msg: Writer<24> = queue_message(0, 0, 0, 0);
         msg.attr(1, &[0; 8]);
-        assert!(msg.bytes().is_none());
+        assert!(msg.message().is_none());
     }
 
     #[test]
