@@ -10,14 +10,14 @@
 //! message and pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
 
-use std::fs::File;
 use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use meds_dataplane::conntrack::{Conntrack, ConntrackError, Entry, L4, Tuple};
+
+mod common;
+use common::*;
 
 const TRUSTED: u32 = 0x0010_0000;
 const BLOCKED: u32 = 0x0020_0000;
@@ -39,47 +39,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace that is deleted (with its interfaces and rules) when dropped.
-struct Netns {
-    name: String,
-}
-
 impl Netns {
-    fn create(tag: &str) -> Netns {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("meds-{tag}-{}-{nanos:x}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
     /// Give `dev` an IPv4 and an IPv6 address (no duplicate detection: usable at once).
     fn address(&self, dev: &str, v4: &str, v6: &str) {
         self.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", dev]);
@@ -94,33 +54,8 @@ impl Netns {
         ]);
         self.exec(&["ip", "link", "set", dev, "up"]);
     }
-
-    /// Run `body` on a thread that has joined this namespace; panics propagate.
-    fn run_inside<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        let handle = std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: `ns` is an open namespace file; setns only affects this thread.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            body()
-        });
-        match handle.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Client and server namespaces joined by a veth pair; the server marks UDP connections.
 struct Pair {
     client: Netns,
     server: Netns,

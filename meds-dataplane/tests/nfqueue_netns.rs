@@ -11,13 +11,11 @@
 //! thread's CPU time per packet with one verdict per packet and with batches.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use meds_dataplane::chain::{Decision, RuleSet, UnparsableVerdict, Verdict};
@@ -31,51 +29,14 @@ use meds_dataplane::packet::parse;
 use meds_dataplane::worker;
 use meds_proto::{Entry, ListKind};
 
+mod common;
+use common::*;
+
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PORT: u16 = 9;
 const WAIT: Duration = Duration::from_secs(5);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace that is deleted (with its rules) when dropped.
-struct Netns {
-    name: String,
-}
-
 impl Netns {
-    fn create(tag: &str) -> Netns {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("meds-{tag}-{}-{nanos:x}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
     fn queue_udp_port(&self, port: u16, queue: u16) {
         let (port, queue) = (port.to_string(), queue.to_string());
         self.exec(&[
@@ -91,19 +52,6 @@ impl Netns {
             "--queue-num",
             &queue,
         ]);
-    }
-
-    /// Run `body` on a thread that has joined this namespace; panics propagate.
-    fn run_inside<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
-        join(spawn_in(netns_path(self), body))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 
@@ -377,27 +325,6 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(30);
 
 fn netns_path(ns: &Netns) -> String {
     format!("/run/netns/{}", ns.name)
-}
-
-/// Spawn `body` on a thread inside namespace `path`.
-fn spawn_in<T: Send + 'static>(
-    path: String,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: `ns` is an open namespace file; setns only affects this thread.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        body()
-    })
-}
-
-fn join<T>(handle: std::thread::JoinHandle<T>) -> T {
-    match handle.join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
 }
 
 /// A firewall namespace and a peer namespace joined by a veth pair with fixed addresses and
