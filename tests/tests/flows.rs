@@ -312,3 +312,70 @@ fn the_rate_limiter_bounds_new_flows_per_source() -> Result<()> {
         Ok(())
     })
 }
+
+/// Two queues, `--queue-balance`, one pinned packet thread each.
+const TWO_READERS: Options = Options {
+    confined_dataplane: false,
+    dataplane_args: &["--readers-count", "2"],
+};
+
+#[test]
+fn two_readers_bind_two_balanced_queues_and_enforce_one_policy() -> Result<()> {
+    Bed::run_with("readers2", TWO_READERS, |bed| {
+        let status = bed.ctl.status()?;
+        ensure!(
+            status.raw["dataplane_queues"] == serde_json::json!([0, 1]),
+            "queues reported: {}",
+            status.raw["dataplane_queues"]
+        );
+        ensure!(
+            status.raw["dataplane_settings"]["readers"] == 2,
+            "settings reported: {}",
+            status.raw["dataplane_settings"]
+        );
+        // Both queues are bound by the dataplane (one line per bound queue in the kernel's
+        // table: queue number first).
+        let out = bed
+            .topo
+            .fw
+            .command("cat")
+            .arg("/proc/net/netfilter/nfnetlink_queue")
+            .output()?;
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut bound: Vec<u64> = table
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        bound.sort_unstable();
+        ensure!(bound == [0, 1], "bound queues: {table}");
+        for family in meds_e2e::bed::Family::ALL {
+            let rules = bed.rules(family, meds_e2e::bed::HOOK_TABLE)?;
+            ensure!(
+                rules.contains("--queue-balance 0:1"),
+                "{}: no --queue-balance 0:1 in\n{rules}",
+                family.iptables()
+            );
+        }
+
+        // Whichever queue a source hashes to, the same policy applies.
+        let sources: [IpAddr; 4] = [
+            PEER4.into(),
+            PEER4_ALT.into(),
+            PEER6.into(),
+            PEER6_ALT.into(),
+        ];
+        for src in sources {
+            bed.expect_open(src)?;
+        }
+        let change = bed
+            .ctl
+            .add(List::Blacklist, &["203.0.113.2/32", "2001:db8:1::2/128"])?;
+        ensure!(change.applied, "{change:?}");
+        bed.expect_blocked(PEER4.into())?;
+        bed.expect_blocked(PEER6.into())?;
+        bed.expect_open(PEER4_ALT.into())?;
+        bed.expect_open(PEER6_ALT.into())?;
+        bed.expect_drops_counted("ip", "BlackList")?;
+        Ok(())
+    })
+}
