@@ -65,7 +65,7 @@ usage: sudo $0 [options]
   -t SECONDS    measured window per run (default 10, at most 50)
   -u SECONDS    warm-up before each window (default 2)
   -s LIST       scenarios, space separated, from: kernel ctmark floor meds meds-nooffload
-                meds-single
+                meds-single meds-single-offload
                 (default: kernel ctmark floor meds)
   -w LIST       workloads, space separated, from: est tcp new (default all three)
   -S LIST       below-saturation runs of 'meds' (steady and with a list swap) for these
@@ -141,7 +141,7 @@ if [ -z "$scenarios" ] || [ -z "$workloads" ]; then
     usage_error "no scenario or no workload"
 fi
 for s in $scenarios; do
-    case $s in kernel | ctmark | floor | meds | meds-nooffload | meds-single) ;; *) usage_error "unknown scenario '$s'" ;; esac
+    case $s in kernel | ctmark | floor | meds | meds-nooffload | meds-single | meds-single-offload) ;; *) usage_error "unknown scenario '$s'" ;; esac
 done
 for w in $workloads; do
     case $w in est | tcp | new) ;; *) usage_error "unknown workload '$w'" ;; esac
@@ -152,7 +152,7 @@ for w in $swap_workloads; do
 done
 # The controller and the lists are needed by the meds scenarios and the below-saturation runs.
 need_lists=0
-[[ " $scenarios " != *" meds "* && " $scenarios " != *" meds-nooffload "* && " $scenarios " != *" meds-single "* && -z $swap_workloads ]] ||
+[[ " $scenarios " != *" meds"* && -z $swap_workloads ]] ||
     need_lists=1
 
 meds_require_root "$@"
@@ -278,8 +278,8 @@ if [[ " $scenarios " == *" meds-nooffload "* || " $scenarios " == *" meds-single
     ! dp_has --no-offload; then
     meds_die "scenarios meds-nooffload, meds-single: this meds-dataplane has no --no-offload"
 fi
-if [[ " $scenarios " == *" meds-single "* ]] && ! dp_has --recv-batch; then
-    meds_die "scenario meds-single: this meds-dataplane has no --recv-batch"
+if [[ " $scenarios " == *" meds-single"* ]] && ! dp_has --recv-batch; then
+    meds_die "scenarios meds-single*: this meds-dataplane has no --recv-batch"
 fi
 dp_offload_default=yes
 dp_has --no-offload || dp_offload_default="no (no --no-offload flag: offload not implemented?)"
@@ -535,6 +535,7 @@ setup_scenario() {
         meds) start_dataplane ;;
         meds-nooffload) start_dataplane --no-offload ;;
         meds-single) start_dataplane --no-offload --recv-batch 1 ;;
+        meds-single-offload) start_dataplane --recv-batch 1 ;;
     esac
 }
 
