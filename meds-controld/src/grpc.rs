@@ -251,6 +251,12 @@ async fn receive_acks(
             }
             // A message kind this controller does not know (a newer dataplane): ignore it.
             None => continue,
+            // TODO(issue 6): events and explain answers are wired up in this issue.
+            Some(
+                pb::dataplane_message::Msg::Events(_) | pb::dataplane_message::Msg::Explain(_),
+            ) => {
+                continue;
+            }
             Some(pb::dataplane_message::Msg::Hello(_)) => {
                 tracing::warn!(
                     connection,
@@ -462,6 +468,7 @@ fn stats_to_wire(s: &DataplaneStats) -> pb::DataplaneStats {
                 packets: d.packets,
             })
             .collect(),
+        ..pb::DataplaneStats::default()
     }
 }
 
@@ -490,6 +497,11 @@ impl Admin for AdminService {
             dataplane_stats: dp.stats.as_ref().map(stats_to_wire),
             controller_uptime_seconds: status.controller_uptime_seconds,
             dataplane_settings: dp.settings.as_ref().map(settings_to_wire),
+            feeds: self
+                .feeds
+                .as_ref()
+                .map(|f| f.statuses().into_iter().map(feed_status_to_wire).collect())
+                .unwrap_or_default(),
         }))
     }
 
@@ -604,6 +616,23 @@ impl Admin for AdminService {
             result.matches.iter().map(Entry::to_string).collect(),
         );
         Ok(Response::new(pb::CheckEntryResponse { found, matches }))
+    }
+
+    // TODO(issue 6): replaced by the real explain and events services in this issue.
+    async fn explain(
+        &self,
+        _request: Request<pb::ExplainQuery>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        Err(Status::unimplemented("explain"))
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        _request: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented("events"))
     }
 }
 

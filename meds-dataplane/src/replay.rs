@@ -908,7 +908,8 @@ async fn fetch_full(socket: &Path, timeout: Duration) -> Result<PolicyState, Fet
             Ok(Some(pb::ControllerMessage {
                 msg: Some(controller_message::Msg::Update(chunk)),
             })) => chunk,
-            Ok(Some(pb::ControllerMessage { msg: None })) => continue,
+            // Observers are never asked to explain; anything else is ignored.
+            Ok(Some(pb::ControllerMessage { msg: _ })) => continue,
         };
         if let Some(update) = stager.push(&chunk).map_err(FetchError::Rejected)?
             && update.full

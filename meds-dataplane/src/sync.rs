@@ -294,6 +294,9 @@ impl SyncClient {
                         Ok(Some(pb::ControllerMessage {
                             msg: Some(controller_message::Msg::Update(chunk)),
                         })) => chunk,
+                        Ok(Some(pb::ControllerMessage {
+                            msg: Some(controller_message::Msg::Explain(_)),
+                        })) => continue,
                         Ok(Some(pb::ControllerMessage { msg: None })) => {
                             tracing::debug!("ignoring an empty or unknown controller message");
                             continue;
@@ -354,6 +357,7 @@ impl SyncClient {
             updates_rejected: self.stats.updates_rejected(),
             verdict_errors: snapshot.verdict_errors,
             started_at_unix: self.cfg.started_at_unix,
+            ..pb::DataplaneStats::default()
         }
     }
 }

@@ -1261,9 +1261,11 @@ mod tests {
                 updates_rejected: 1,
                 verdict_errors: 0,
                 started_at_unix: 1_700_000_000,
+                ..pb::DataplaneStats::default()
             }),
             controller_uptime_seconds: 93_784,
             dataplane_settings: Some(settings_default()),
+            feeds: vec![],
         }
     }
 

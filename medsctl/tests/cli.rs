@@ -219,6 +219,7 @@ impl Admin for FakeController {
                 updates_rejected: 0,
                 verdict_errors: 2,
                 started_at_unix: 1_700_000_000,
+                ..pb::DataplaneStats::default()
             }),
             controller_uptime_seconds: 3_725,
             dataplane_settings: connected.then_some(pb::DataplaneSettings {
@@ -238,6 +239,7 @@ impl Admin for FakeController {
                 queue_max_len: 4096,
                 copy_range: 256,
             }),
+            feeds: state.feeds.clone(),
         }))
     }
 
@@ -388,6 +390,24 @@ impl Admin for FakeController {
             out.push(feed.clone());
         }
         Ok(Response::new(pb::UpdateFeedsResponse { feeds: out }))
+    }
+
+    // TODO(issue 6): fakes for explain and events come with the real services.
+    async fn explain(
+        &self,
+        _: Request<pb::ExplainQuery>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        Err(Status::unimplemented("explain"))
+    }
+
+    type EventsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        _: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented("events"))
     }
 
     async fn configure_feed(
