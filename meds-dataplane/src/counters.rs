@@ -27,6 +27,8 @@ pub struct Counters {
     packets_processed: AtomicU64,
     verdict_errors: AtomicU64,
     recv_errors: AtomicU64,
+    events_sampled: AtomicU64,
+    events_suppressed: AtomicU64,
     decisions: [AtomicU64; SLOTS],
     inspect: [AtomicU64; InspectEvent::COUNT],
 }
@@ -40,6 +42,10 @@ pub struct CountersSnapshot {
     pub verdict_errors: u64,
     /// Receive errors (e.g. ENOBUFS) and queue messages that could not be decoded at all.
     pub recv_errors: u64,
+    /// Drop decisions sampled into events, and drop decisions not sampled (see
+    /// [`Counters::record_events`]).
+    pub events_sampled: u64,
+    pub events_suppressed: u64,
     /// Non-zero decision counts, in (verdict, filter, reason) index order.
     pub decisions: Vec<DecisionCount>,
     /// Non-zero payload inspection counts (DNS, TLS, reassembly, checksums, blocked flows),
@@ -62,6 +68,8 @@ impl Counters {
             packets_processed: AtomicU64::new(0),
             verdict_errors: AtomicU64::new(0),
             recv_errors: AtomicU64::new(0),
+            events_sampled: AtomicU64::new(0),
+            events_suppressed: AtomicU64::new(0),
             decisions: std::array::from_fn(|_| AtomicU64::new(0)),
             inspect: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -90,6 +98,14 @@ impl Counters {
 
     pub fn record_recv_error(&self) {
         self.recv_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add drop decisions sampled into events and drop decisions not sampled (over the
+    /// sampling rate or the event channel full); called off the per-packet path.
+    pub fn record_events(&self, sampled: u64, suppressed: u64) {
+        self.events_sampled.fetch_add(sampled, Ordering::Relaxed);
+        self.events_suppressed
+            .fetch_add(suppressed, Ordering::Relaxed);
     }
 
     /// Read every counter. Counts are read one by one, so a snapshot taken while packets flow
@@ -125,6 +141,8 @@ impl Counters {
             packets_processed: self.packets_processed.load(Ordering::Relaxed),
             verdict_errors: self.verdict_errors.load(Ordering::Relaxed),
             recv_errors: self.recv_errors.load(Ordering::Relaxed),
+            events_sampled: self.events_sampled.load(Ordering::Relaxed),
+            events_suppressed: self.events_suppressed.load(Ordering::Relaxed),
             decisions,
         }
     }
