@@ -480,6 +480,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let dp = self.controller.dataplane();
         let status = self.controller.status();
+        let feeds = self
+            .feeds
+            .as_ref()
+            .map(|f| f.statuses())
+            .unwrap_or_default();
+        let problems = crate::health::problems(&status, &feeds);
         Ok(Response::new(pb::StatusResponse {
             controller_version: status.controller_version,
             generation: status.generation,
@@ -497,11 +503,8 @@ impl Admin for AdminService {
             dataplane_stats: dp.stats.as_ref().map(stats_to_wire),
             controller_uptime_seconds: status.controller_uptime_seconds,
             dataplane_settings: dp.settings.as_ref().map(settings_to_wire),
-            feeds: self
-                .feeds
-                .as_ref()
-                .map(|f| f.statuses().into_iter().map(feed_status_to_wire).collect())
-                .unwrap_or_default(),
+            feeds: feeds.into_iter().map(feed_status_to_wire).collect(),
+            problems,
         }))
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod feeds;
 pub mod grpc;
+pub mod health;
 pub mod store;
 
 mod runtime;

@@ -699,6 +699,12 @@ async fn status_reports_generation_and_list_sizes() {
     // No dataplane seen: its settings are unknown, not defaults.
     assert_eq!(s["dataplane_settings"], Value::Null);
     assert_eq!(
+        s["health"],
+        json!({"ok": false, "problems": ["no dataplane connected"]})
+    );
+    // A router without feeds reports none.
+    assert_eq!(s["feeds"], json!([]));
+    assert_eq!(
         s["lists"],
         json!({
             "whitelist": DEFAULT_ALLOWLIST.len(),

@@ -155,6 +155,52 @@ async fn rest_lists_updates_and_configures_feeds() {
         .collect();
     assert_eq!(names, ["firehol_level1", "feodo"]);
 
+    // /v1/status carries every feed and names a failing one as a health problem.
+    let (status, body) = call(&app, Method::GET, "/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["feeds"].as_array().unwrap().len(),
+        FEEDS.len(),
+        "{body}"
+    );
+    assert_eq!(
+        body["health"],
+        json!({"ok": false, "problems": ["no dataplane connected"]})
+    );
+    let missing = server.url("/no-such-feed");
+    let (status, body) = call(
+        &app,
+        Method::PATCH,
+        "/v1/feeds/firehol_level1",
+        Some(&format!(r#"{{"url":"{missing}"}}"#)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/v1/feeds/update",
+        Some(r#"{"names":["firehol_level1"]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = call(&app, Method::GET, "/v1/status", None).await;
+    let problems = body["health"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{body}");
+    let failing = problems[1].as_str().unwrap();
+    assert!(
+        failing.starts_with("feed firehol_level1 failing: "),
+        "{failing}"
+    );
+    let (status, body) = call(
+        &app,
+        Method::PATCH,
+        "/v1/feeds/firehol_level1",
+        Some(&format!(r#"{{"url":"{}"}}"#, server.url("/firehol"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
     // Configure: disable, bad URL, unknown feed, empty body.
     let (status, body) = call(
         &app,

@@ -282,7 +282,7 @@ async fn status(cli: &Cli, limit: Duration) -> Result<Output, CtlError> {
     Ok(Output::ok(if cli.json {
         json_text(&render::status_json(&status))
     } else {
-        render::status_text(&status)
+        render::status_text(&status, now_unix())
     }))
 }
 

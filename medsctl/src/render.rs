@@ -203,10 +203,19 @@ pub fn check_json(results: &[CheckResult]) -> Value {
 /// The `status` view: a key/value table, then the decision counters when reported. The
 /// dataplane's settings (fail modes first) follow its queues; a dataplane that did not report
 /// them shows one `dataplane settings  unknown (not reported)` row, never assumed defaults.
-pub fn status_text(status: &pb::StatusResponse) -> String {
+pub fn status_text(status: &pb::StatusResponse, now_unix: u64) -> String {
     let sizes = list_sizes(status);
     let mut kv = Builder::default();
     let mut row = |key: &str, value: String| kv.push_record([key.to_string(), value]);
+    let problems = health_problems(status);
+    row(
+        "health",
+        if problems.is_empty() {
+            "ok".to_string()
+        } else {
+            format!("degraded: {}", problems.join("; "))
+        },
+    );
     row("controller version", or_dash(&status.controller_version));
     row(
         "controller uptime",
@@ -240,6 +249,30 @@ pub fn status_text(status: &pb::StatusResponse) -> String {
             row("packets processed", stats.packets_processed.to_string());
             row("updates rejected", stats.updates_rejected.to_string());
             row("verdict errors", stats.verdict_errors.to_string());
+            row("receive errors", stats.recv_errors.to_string());
+            let (full, undelivered) = queue_drops(stats);
+            row(
+                "kernel queue drops",
+                format!("{full} (queue full), {undelivered} (socket buffer full)"),
+            );
+            let trusted: u64 = stats.trusted.iter().map(|t| t.count).sum();
+            row(
+                "flows offloaded",
+                format!("{trusted} trusted, {} blocked", stats.flows_blocked),
+            );
+            row(
+                "drop events",
+                format!(
+                    "{} sampled, {} not sampled",
+                    stats.events_sampled, stats.events_suppressed
+                ),
+            );
+            if stats.resident_memory_bytes > 0 {
+                row(
+                    "dataplane memory",
+                    format!("{} (resident)", bytes_text(stats.resident_memory_bytes)),
+                );
+            }
         }
     }
     let mut out = key_values(kv);
@@ -264,7 +297,46 @@ pub fn status_text(status: &pb::StatusResponse) -> String {
         out.push_str("\n\n");
         out.push_str(&trim_lines(&table.to_string()));
     }
+    if !status.feeds.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&feeds_table(&status.feeds, now_unix));
+    }
     out
+}
+
+/// Why `status` says "degraded", worst first, as the controller reported them (made
+/// printable: a feed error may come from a remote server); empty when all is well.
+pub fn health_problems(status: &pb::StatusResponse) -> Vec<String> {
+    status.problems.iter().map(|p| printable(p)).collect()
+}
+
+/// Packets the kernel dropped for the dataplane's queues: (queue full, not delivered because
+/// the socket's receive buffer was full).
+fn queue_drops(stats: &pb::DataplaneStats) -> (u64, u64) {
+    stats.queues.iter().fold((0u64, 0u64), |(full, user), q| {
+        (
+            full.saturating_add(q.queue_dropped),
+            user.saturating_add(q.user_dropped),
+        )
+    })
+}
+
+/// `512 B`, `3.2 MiB`, `1.5 GiB`.
+fn bytes_text(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for next in UNITS.iter().skip(1) {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit}")
 }
 
 /// The `status --json` document (shape documented in the README).
@@ -288,11 +360,20 @@ pub fn status_json(status: &pb::StatusResponse) -> Value {
                     })
                 })
                 .collect();
+            let (queue_full, socket_full) = queue_drops(s);
             json!({
                 "packets_processed": s.packets_processed,
                 "updates_rejected": s.updates_rejected,
                 "verdict_errors": s.verdict_errors,
+                "recv_errors": s.recv_errors,
                 "decisions": decisions,
+                "queue_dropped": queue_full,
+                "queue_user_dropped": socket_full,
+                "flows_trusted": s.trusted.iter().map(|t| t.count).sum::<u64>(),
+                "flows_blocked": s.flows_blocked,
+                "events_sampled": s.events_sampled,
+                "events_suppressed": s.events_suppressed,
+                "resident_memory_bytes": s.resident_memory_bytes,
             })
         }
     };
@@ -301,7 +382,9 @@ pub fn status_json(status: &pb::StatusResponse) -> Value {
     } else {
         Value::from(status.dataplane_version.clone())
     };
+    let problems = health_problems(status);
     json!({
+        "health": { "ok": problems.is_empty(), "problems": problems },
         "controller_version": status.controller_version,
         "generation": status.generation,
         "dataplane_connected": status.dataplane_connected,
@@ -312,6 +395,7 @@ pub fn status_json(status: &pb::StatusResponse) -> Value {
         "controller_uptime_seconds": status.controller_uptime_seconds,
         "dataplane_stats": stats,
         "dataplane_settings": settings_json(status.dataplane_settings.as_ref()),
+        "feeds": status.feeds.iter().map(feed_json).collect::<Vec<_>>(),
     })
 }
 
@@ -1261,11 +1345,56 @@ mod tests {
                 updates_rejected: 1,
                 verdict_errors: 0,
                 started_at_unix: 1_700_000_000,
+                recv_errors: 3,
+                trusted: vec![
+                    pb::NamedCount {
+                        name: "default".into(),
+                        count: 900,
+                    },
+                    pb::NamedCount {
+                        name: "WhiteList".into(),
+                        count: 4,
+                    },
+                ],
+                flows_blocked: 12,
+                queues: vec![
+                    pb::QueueStats {
+                        queue: 0,
+                        queue_dropped: 5,
+                        ..Default::default()
+                    },
+                    pb::QueueStats {
+                        queue: 1,
+                        queue_dropped: 2,
+                        user_dropped: 1,
+                        ..Default::default()
+                    },
+                ],
+                resident_memory_bytes: 48 * 1024 * 1024 + 512 * 1024,
+                events_sampled: 40,
+                events_suppressed: 1194,
                 ..pb::DataplaneStats::default()
             }),
             controller_uptime_seconds: 93_784,
             dataplane_settings: Some(settings_default()),
             feeds: vec![],
+            problems: vec![],
+        }
+    }
+
+    fn feed(name: &str, list: &str, last_error: &str) -> pb::FeedStatus {
+        pb::FeedStatus {
+            name: name.into(),
+            list: list.into(),
+            enabled: true,
+            url: format!("https://feeds.example/{name}"),
+            entries: 4500,
+            last_success_unix: NOW - 3600,
+            last_attempt_unix: NOW - 60,
+            next_update_unix: NOW + 1800,
+            last_error: last_error.into(),
+            failures: u64::from(!last_error.is_empty()),
+            rejected_lines: 0,
         }
     }
 
@@ -1294,6 +1423,7 @@ mod tests {
     #[test]
     fn status_text_snapshot_with_stats() {
         let want = "\
+health                    ok
 controller version        0.1.0
 controller uptime         1d 2h 3m 4s
 generation                17
@@ -1329,6 +1459,11 @@ ja4 entries               1
 packets processed         123456
 updates rejected          1
 verdict errors            0
+receive errors            3
+kernel queue drops        7 (queue full), 1 (socket buffer full)
+flows offloaded           904 trusted, 12 blocked
+drop events               40 sampled, 1194 not sampled
+dataplane memory          48.5 MiB (resident)
 
 ";
         let decisions = [
@@ -1339,7 +1474,7 @@ verdict errors            0
             " accept  | empty  | default   |  122212",
         ];
         assert_eq!(
-            status_text(&status_full()),
+            status_text(&status_full(), NOW),
             format!("{want}{}", decisions.join("\n"))
         );
     }
@@ -1351,9 +1486,11 @@ verdict errors            0
             generation: 5,
             applied_generation: 3,
             controller_uptime_seconds: 59,
+            problems: vec!["no dataplane connected".into()],
             ..Default::default()
         };
         let want = "\
+health                    degraded: no dataplane connected
 controller version        0.1.0
 controller uptime         59s
 generation                5
@@ -1379,7 +1516,7 @@ sslbl_ja3 entries         0
 ja3 entries               0
 ja4 entries               0
 dataplane stats           none reported";
-        assert_eq!(status_text(&status), want);
+        assert_eq!(status_text(&status, NOW), want);
     }
 
     #[test]
@@ -1404,7 +1541,7 @@ dataplane stats           none reported";
             }),
             ..Default::default()
         };
-        let text = status_text(&status);
+        let text = status_text(&status, NOW);
         let rows = [
             "queue full                accept (fail-open)",
             "no dataplane bound        drop (fail-closed)",
@@ -1421,8 +1558,70 @@ dataplane stats           none reported";
     }
 
     #[test]
+    fn status_health_names_every_problem_and_feeds_are_listed() {
+        let mut status = status_full();
+        assert!(health_problems(&status).is_empty());
+        status.problems = vec![
+            "dataplane applied generation 15 of 17".into(),
+            "feed feodo failing: HTTP 503\x1b[2J".into(),
+        ];
+        status.feeds = vec![
+            feed("firehol_level1", "firehol", ""),
+            feed(
+                "feodo",
+                "feodo",
+                "HTTP 503 from https://feeds.example/feodo",
+            ),
+            pb::FeedStatus {
+                enabled: false,
+                ..feed(
+                    "spamhaus_drop",
+                    "spamhaus",
+                    "disabled feeds are not a problem",
+                )
+            },
+        ];
+        let text = status_text(&status, NOW);
+        assert!(
+            text.starts_with(
+                "health                    degraded: dataplane applied generation 15 of 17; \
+                 feed feodo failing: HTTP 503?[2J\n"
+            ),
+            "{text}"
+        );
+        let table = feeds_table(&status.feeds, NOW);
+        assert!(text.ends_with(&format!("\n\n{table}")), "{text}");
+        assert!(table.contains("firehol_level1"), "{table}");
+        let json = status_json(&status);
+        assert_eq!(json["health"]["ok"], false);
+        assert_eq!(
+            json["health"]["problems"][0],
+            "dataplane applied generation 15 of 17"
+        );
+        assert_eq!(json["feeds"][1]["name"], "feodo");
+        assert_eq!(json["feeds"][1]["failures"], 1);
+    }
+
+    #[test]
+    fn bytes_text_units() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (1024 * 1024 - 1, "1024.0 KiB"),
+            (1024 * 1024, "1.0 MiB"),
+            (3 * 1024 * 1024 * 1024, "3.0 GiB"),
+            (u64::MAX, "16777216.0 TiB"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(bytes_text(n), want, "{n}");
+        }
+    }
+
+    #[test]
     fn status_text_from_an_empty_answer_never_panics() {
-        let text = status_text(&pb::StatusResponse::default());
+        let text = status_text(&pb::StatusResponse::default(), NOW);
         assert!(text.contains("applied generation        none\n"), "{text}");
         assert!(!text.contains("VERDICT"), "{text}");
     }
@@ -1466,6 +1665,14 @@ dataplane stats           none reported";
                         {"verdict": "drop", "filter": "ip", "reason": "BlackList", "packets": 1234},
                         {"verdict": "accept", "filter": "empty", "reason": "default", "packets": 122_212},
                     ],
+                    "recv_errors": 3,
+                    "queue_dropped": 7,
+                    "queue_user_dropped": 1,
+                    "flows_trusted": 904,
+                    "flows_blocked": 12,
+                    "events_sampled": 40,
+                    "events_suppressed": 1194,
+                    "resident_memory_bytes": 48 * 1024 * 1024 + 512 * 1024,
                 },
                 "dataplane_settings": {
                     "fail_open": false,
@@ -1484,11 +1691,15 @@ dataplane stats           none reported";
                     "queue_max_len": 4096,
                     "copy_range": 256,
                 },
+                "feeds": [],
+                "health": {"ok": true, "problems": []},
             })
         );
         assert_eq!(
             status_json(&pb::StatusResponse::default()),
             json!({
+                "health": {"ok": true, "problems": []},
+                "feeds": [],
                 "controller_version": "",
                 "generation": 0,
                 "dataplane_connected": false,

@@ -240,6 +240,18 @@ impl Admin for FakeController {
                 copy_range: 256,
             }),
             feeds: state.feeds.clone(),
+            // As the controller words them (meds-controld's health module).
+            problems: (!connected)
+                .then(|| "no dataplane connected".to_string())
+                .into_iter()
+                .chain(
+                    state
+                        .feeds
+                        .iter()
+                        .filter(|f| f.enabled && !f.last_error.is_empty())
+                        .map(|f| format!("feed {} failing: {}", f.name, f.last_error)),
+                )
+                .collect(),
         }))
     }
 
@@ -659,9 +671,30 @@ fn json_mode_shapes() {
 
     let run = h.run(&["--json", "status"]);
     assert_ok(&run);
+    let mut status = run.json();
+    // The feeds are the `feeds list --json` objects (times relative to now: checked there).
+    let feeds = status
+        .as_object_mut()
+        .and_then(|o| o.remove("feeds"))
+        .unwrap();
+    let names: Vec<&str> = feeds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["firehol_level1", "spamhaus_drop", "feodo"]);
     assert_eq!(
-        run.json(),
+        feeds[1]["last_error"],
+        "HTTP 503 from feeds.example.invalid"
+    );
+    assert_eq!(
+        status,
         json!({
+            "health": {
+                "ok": false,
+                "problems": ["feed spamhaus_drop failing: HTTP 503 from feeds.example.invalid"],
+            },
             "controller_version": "9.9.9-test",
             "generation": 1,
             "dataplane_connected": true,
@@ -695,6 +728,14 @@ fn json_mode_shapes() {
                     {"verdict": "drop", "filter": "ip", "reason": "BlackList", "packets": 7},
                     {"verdict": "accept", "filter": "empty", "reason": "default", "packets": 993},
                 ],
+                "recv_errors": 0,
+                "queue_dropped": 0,
+                "queue_user_dropped": 0,
+                "flows_trusted": 0,
+                "flows_blocked": 0,
+                "events_sampled": 0,
+                "events_suppressed": 0,
+                "resident_memory_bytes": 0,
             },
             "dataplane_settings": {
                 "fail_open": false,
@@ -745,6 +786,8 @@ fn status_as_a_table() {
     let run = h.run(&["status"]);
     assert_ok(&run);
     let want = [
+        "health                    degraded: feed spamhaus_drop failing: HTTP 503 from \
+         feeds.example.invalid",
         "controller version        9.9.9-test",
         "controller uptime         1h 2m 5s",
         "generation                2",
@@ -780,11 +823,21 @@ fn status_as_a_table() {
         "packets processed         1000",
         "updates rejected          0",
         "verdict errors            2",
+        "receive errors            0",
+        "kernel queue drops        0 (queue full), 0 (socket buffer full)",
+        "flows offloaded           0 trusted, 0 blocked",
+        "drop events               0 sampled, 0 not sampled",
         "",
         " VERDICT | FILTER | REASON    | PACKETS",
         "---------+--------+-----------+---------",
         " drop    | ip     | BlackList |       7",
         " accept  | empty  | default   |     993",
+        "",
+        " NAME           | LIST     | ENABLED | ENTRIES | LAST SUCCESS | LAST ERROR                          | NEXT UPDATE",
+        "----------------+----------+---------+---------+--------------+-------------------------------------+-------------",
+        " firehol_level1 | firehol  | yes     |    4521 | 1h 2m ago    | -                                   | in 2h 59m",
+        " spamhaus_drop  | spamhaus | yes     |    1234 | 1h 2m ago    | HTTP 503 from feeds.example.invalid | in 2h 59m",
+        " feodo          | feodo    | no      |       0 | never        | -                                   | -",
         "",
     ];
     assert_eq!(run.stdout, want.join("\n"));

@@ -123,6 +123,8 @@ impl Default for Limits {
 /// What every handler gets.
 pub(crate) struct ApiState {
     pub(crate) controller: Arc<Controller>,
+    /// `None`: the controller runs without feeds (tests, or a router built by [`router`]).
+    pub(crate) feeds: Option<Arc<crate::feeds::Feeds>>,
     pub(crate) max_entries: usize,
 }
 
@@ -141,6 +143,7 @@ pub fn router_with_feeds(
 ) -> Router {
     let state = Arc::new(ApiState {
         controller,
+        feeds: feeds.clone(),
         max_entries: limits.max_entries,
     });
     let mut app = Router::new();
