@@ -33,6 +33,8 @@
 //! | GET | `/v1/blacklist/ja4/{fingerprint}` | — | 200 `{"found":bool}` (exact, any case) |
 //! | GET | `/v1/check/{ip}` | — | 200 lists, feeds, ASN and country of one address (see `check`) |
 //! | GET | `/v1/status` | — | 200 controller and dataplane status |
+//! | GET | `/v1/openapi.json` | — | 200 the OpenAPI 3.0 description of this API (see `openapi`) |
+//! | GET | `/v1/docs` | — | 200 an HTML page rendering it (also `/swagger/index.html`) |
 //! | GET | `/v1/feeds` | — | 200 `{"feeds":[…]}` every feed's status (see `feeds`) |
 //! | POST | `/v1/feeds/update` | none or `{"names":["feodo"]}` | 200 `{"feeds":[…]}` after the attempts |
 //! | PATCH | `/v1/feeds/{name}` | `{"enabled":bool,"url":"…"}` (either or both) | 200 the feed's status |
@@ -72,6 +74,7 @@ mod check;
 pub mod error;
 mod feeds;
 mod lists;
+pub mod openapi;
 mod serve;
 mod status;
 
@@ -163,6 +166,12 @@ pub fn router_with_feeds(
         "/v1/status",
         get(move || status::status(Arc::clone(&s_status))),
     )
+    .route("/v1/openapi.json", get(openapi::openapi_json))
+    .route("/swagger/doc.json", get(openapi::openapi_json))
+    .route("/v1/docs", get(openapi::docs_page))
+    .route("/swagger/index.html", get(openapi::docs_page))
+    .route("/v1/docs/docs.js", get(openapi::docs_script))
+    .route("/v1/docs/docs.css", get(openapi::docs_style))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     // Layers: the last one added runs first. Trace, then auth, then the timeout, then the
