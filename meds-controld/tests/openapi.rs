@@ -257,3 +257,63 @@ async fn the_document_and_the_page_are_served() {
         assert!(!html.contains("http://") && !html.contains("https://"));
     }
 }
+
+/// `(method, path)` of every `curl` example line of README.md (`-X METHOD`, else GET; the URL
+/// is the word starting with `$M/`, quotes and query dropped).
+fn readme_examples() -> Vec<(Method, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let mut out = Vec::new();
+    for line in readme.lines().filter(|l| l.starts_with("curl ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let method = words
+            .windows(2)
+            .find(|w| w[0] == "-X")
+            .map_or(Method::GET, |w| {
+                Method::from_bytes(w[1].as_bytes()).expect("method")
+            });
+        let Some(url) = words
+            .iter()
+            .map(|w| w.trim_matches('"'))
+            .find_map(|w| w.strip_prefix("$M"))
+        else {
+            continue;
+        };
+        let path = url.split('?').next().unwrap_or(url);
+        out.push((method, path.to_string()));
+    }
+    out
+}
+
+/// `template` (`/v1/check/{ip}`) matches `path` (`/v1/check/203.0.113.7`).
+fn matches(template: &str, path: &str) -> bool {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
+}
+
+#[test]
+fn readme_has_an_example_for_every_route() {
+    let examples = readme_examples();
+    assert!(examples.len() >= 40, "{examples:?}");
+    let doc = openapi::document();
+    let ops = operations(&doc);
+    for (path, method, _) in &ops {
+        assert!(
+            examples
+                .iter()
+                .any(|(m, p)| m == method && matches(path, p)),
+            "README.md has no curl example for {method} {path}"
+        );
+    }
+    // And no example of a route that does not exist.
+    for (method, path) in &examples {
+        assert!(
+            ops.iter().any(|(t, m, _)| m == method && matches(t, path)),
+            "README.md shows {method} {path}, which is not a documented route"
+        );
+    }
+}
