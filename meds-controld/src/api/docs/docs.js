@@ -65,7 +65,7 @@ function operationView(doc, path, method, op) {
     (method === "get" ? "" : " -X " + method.toUpperCase()) +
     (op.requestBody ? " -H 'Content-Type: application/json' -d '" +
       JSON.stringify(op.requestBody.content["application/json"].example || {}) + "'" : "") +
-    " http://127.0.0.1:8000" + path;
+    " " + window.location.origin + path;
   body.append(el("pre", {}, curl));
   const details = el("details", {}, head, body);
   details.dataset.search = (path + " " + method + " " + (op.summary || "") + " " + (op.tags || []).join(" ")).toLowerCase();
@@ -73,7 +73,10 @@ function operationView(doc, path, method, op) {
 }
 
 async function main() {
-  const response = await fetch("/v1/openapi.json", { credentials: "same-origin" });
+  // From the origin: a page opened as http://user:pass@host/ has credentials in its URL, and a
+  // relative fetch would inherit them, which browsers refuse.
+  const url = new URL("/v1/openapi.json", window.location.origin);
+  const response = await fetch(url, { credentials: "same-origin" });
   if (!response.ok) throw new Error("GET /v1/openapi.json: HTTP " + response.status);
   const doc = await response.json();
   document.getElementById("title").textContent = doc.info.title + " " + doc.info.version;
