@@ -27,6 +27,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod dns;
+pub mod explain;
 pub mod firewall;
 pub mod flow;
 pub mod inspect;
