@@ -22,14 +22,29 @@ fn rules() -> RuleSet {
         })
     };
     let lists: Vec<(ListKind, Vec<Entry>)> = vec![
-        (ListKind::IpAllow, vec![p("10.0.0.0/8"), p("2001:db8:1::/48")]),
-        (ListKind::IpBlock, vec![p("203.0.113.0/24"), p("2001:db8:dead::/48")]),
+        (
+            ListKind::IpAllow,
+            vec![p("10.0.0.0/8"), p("2001:db8:1::/48")],
+        ),
+        (
+            ListKind::IpBlock,
+            vec![p("203.0.113.0/24"), p("2001:db8:dead::/48")],
+        ),
         (ListKind::FeedFireHol, vec![p("198.51.100.0/24")]),
         (ListKind::FeedSpamhaus, vec![p("192.0.2.0/25")]),
         (ListKind::FeedFeodo, vec![p("192.0.2.200/32")]),
-        (ListKind::CountryBlock, vec![Entry::Country("ru".parse().unwrap())]),
-        (ListKind::AsnBlock, vec![Entry::Asn(Asn::new(64497).unwrap())]),
-        (ListKind::FeedAsnDrop, vec![Entry::Asn(Asn::new(64498).unwrap())]),
+        (
+            ListKind::CountryBlock,
+            vec![Entry::Country("ru".parse().unwrap())],
+        ),
+        (
+            ListKind::AsnBlock,
+            vec![Entry::Asn(Asn::new(64497).unwrap())],
+        ),
+        (
+            ListKind::FeedAsnDrop,
+            vec![Entry::Asn(Asn::new(64498).unwrap())],
+        ),
         (
             ListKind::IpAsn,
             vec![
@@ -44,20 +59,28 @@ fn rules() -> RuleSet {
         (ListKind::FeedSomeoneWhoCares, vec![d("track.test")]),
         (
             ListKind::FeedSslblJa3,
-            vec![Entry::Ja3("e7d705a3286e19ea42f587b344ee6865".parse().unwrap())],
+            vec![Entry::Ja3(
+                "e7d705a3286e19ea42f587b344ee6865".parse().unwrap(),
+            )],
         ),
         (
             ListKind::Ja3Block,
-            vec![Entry::Ja3("6734f37431670b3ab4292b8f60f29984".parse().unwrap())],
+            vec![Entry::Ja3(
+                "6734f37431670b3ab4292b8f60f29984".parse().unwrap(),
+            )],
         ),
         (
             ListKind::Ja4Block,
-            vec![Entry::Ja4("t13d1516h2_8daaf6152771_02713d6af862".parse().unwrap())],
+            vec![Entry::Ja4(
+                "t13d1516h2_8daaf6152771_02713d6af862".parse().unwrap(),
+            )],
         ),
     ];
     lists
         .iter()
-        .fold(RuleSet::empty().with_generation(7), |r, (k, e)| r.with_list(*k, e))
+        .fold(RuleSet::empty().with_generation(7), |r, (k, e)| {
+            r.with_list(*k, e)
+        })
 }
 
 fuzz_target!(|data: &[u8]| {
