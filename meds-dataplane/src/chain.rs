@@ -591,6 +591,31 @@ impl RuleSet {
         &self.domain_block
     }
 
+    /// The StevenBlack hosts feed.
+    pub fn stevenblack(&self) -> &Arc<DomainSet> {
+        &self.stevenblack
+    }
+
+    /// The someonewhocares hosts feed.
+    pub fn someonewhocares(&self) -> &Arc<DomainSet> {
+        &self.someonewhocares
+    }
+
+    /// abuse.ch SSLBL (JA3).
+    pub fn sslbl(&self) -> &Arc<FingerprintSet<Ja3Hash>> {
+        &self.sslbl
+    }
+
+    /// The user JA3 blocklist.
+    pub fn ja3_block(&self) -> &Arc<FingerprintSet<Ja3Hash>> {
+        &self.ja3_block
+    }
+
+    /// The user JA4 blocklist.
+    pub fn ja4_block(&self) -> &Arc<FingerprintSet<Ja4>> {
+        &self.ja4_block
+    }
+
     /// Run the whole chain: the source address (steps 1–8), then what the payload carried
     /// (steps 9–15).
     #[inline]

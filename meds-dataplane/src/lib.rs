@@ -8,7 +8,8 @@
 //!   decisions), [`counters`], and the payload side: [`dns`] (question names and CNAME
 //!   targets), [`tls`] (ClientHello, SNI, JA3, JA4), [`flow`] (bounded reassembly of
 //!   ClientHellos split over TCP segments) and [`inspect`], the one engine that runs all of
-//!   them for a packet, shared by the worker and `replay`.
+//!   them for a packet, shared by the worker and `replay`; [`explain`] walks the chain step by
+//!   step for a hypothetical packet (`medsctl explain`).
 //! * The runtime around it: [`nfqueue`] + [`worker`] (one blocking OS thread per queue, no
 //!   locks, no logging per packet; verdicts batched and carrying the [`offload`] marks),
 //!   [`ratelimit`] (per-source token buckets shared by the workers), [`firewall`] (iptables
@@ -28,6 +29,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod dns;
 pub mod events;
+pub mod explain;
 pub mod firewall;
 pub mod flow;
 pub mod inspect;

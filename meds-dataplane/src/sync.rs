@@ -399,16 +399,11 @@ impl SyncClient {
         }
     }
 
-    /// The answer to an explain request, from the live rule set.
-    // TODO(issue 6): `crate::explain::wire::respond(&rules, limiter, offload, request)` once
-    // the explain engine (branch `explain`) is merged; until then every request is refused.
+    /// The answer to an explain request, from the live rule set (validated by the engine;
+    /// a bad request gets a response with `error` set, never a panic).
     fn explain(&self, request: &pb::ExplainRequest) -> pb::ExplainResponse {
-        let _ = (&self.limiter, self.offload);
-        pb::ExplainResponse {
-            id: request.id,
-            error: "this dataplane cannot explain yet".to_owned(),
-            ..pb::ExplainResponse::default()
-        }
+        let rules = self.store.live().load();
+        crate::explain::wire::respond(&rules, self.limiter.as_deref(), self.offload, request)
     }
 
     fn stats_message(&self) -> pb::DataplaneStats {

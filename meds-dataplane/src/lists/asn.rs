@@ -95,6 +95,28 @@ impl AsnTable {
         packed.map(Packed::origin)
     }
 
+    /// Like [`AsnTable::lookup`], with the first and last address of the stored range that
+    /// gave the answer (read-only, for explanations): the part of the most specific row around
+    /// `ip` that no more specific row covers, merged with adjacent parts of the same origin.
+    pub fn lookup_range(&self, ip: IpAddr) -> Option<(IpAddr, IpAddr, Origin)> {
+        match ip {
+            IpAddr::V4(v4) => self.v4.get_range(u32::from(v4)).map(|(first, last, p)| {
+                (
+                    IpAddr::from(first.to_be_bytes()),
+                    IpAddr::from(last.to_be_bytes()),
+                    p.origin(),
+                )
+            }),
+            IpAddr::V6(v6) => self.v6.get_range(u128::from(v6)).map(|(first, last, p)| {
+                (
+                    IpAddr::from(first.to_be_bytes()),
+                    IpAddr::from(last.to_be_bytes()),
+                    p.origin(),
+                )
+            }),
+        }
+    }
+
     /// Rows given (IPv4 and IPv6 together).
     pub fn len(&self) -> usize {
         self.rows.0 + self.rows.1
@@ -206,6 +228,47 @@ mod tests {
         assert_send_sync::<AsnTable>();
         assert_send_sync::<AsnSet>();
         assert_eq!(std::mem::size_of::<Packed>(), 8);
+    }
+
+    #[test]
+    fn lookup_range_gives_the_part_of_the_row() {
+        let table = AsnTable::from_rows(&[
+            row("203.0.0.0/8", 64500, "fr"),
+            row("203.0.113.0/24", 64496, "de"),
+            row("2001:db8::/32", 64510, "se"),
+        ]);
+        let origin = |n: u32, c: &str| Origin {
+            asn: Some(asn(n)),
+            country: Some(cc(c)),
+        };
+        let cases = [
+            (
+                "203.0.113.9",
+                Some(("203.0.113.0", "203.0.113.255", origin(64496, "de"))),
+            ),
+            (
+                "203.0.114.0",
+                Some(("203.0.114.0", "203.255.255.255", origin(64500, "fr"))),
+            ),
+            (
+                "203.0.0.1",
+                Some(("203.0.0.0", "203.0.112.255", origin(64500, "fr"))),
+            ),
+            (
+                "2001:db8::1",
+                Some((
+                    "2001:db8::",
+                    "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                    origin(64510, "se"),
+                )),
+            ),
+            ("204.0.0.0", None),
+        ];
+        for (probe, want) in cases {
+            let got = table.lookup_range(ip(probe));
+            assert_eq!(got, want.map(|(a, b, o)| (ip(a), ip(b), o)), "{probe}");
+            assert_eq!(got.map(|g| g.2), table.lookup(ip(probe)), "{probe}");
+        }
     }
 
     #[test]

@@ -65,6 +65,27 @@ impl IpSet {
         }
     }
 
+    /// The first and last address of the stored range that contains `ip`, if any (read-only,
+    /// for explanations). Overlapping and adjacent prefixes are merged when the set is built,
+    /// so the range is the union of the prefixes around `ip`: exactly the listed prefix when it
+    /// neither overlaps nor touches another one, wider otherwise.
+    pub fn range_containing(&self, ip: IpAddr) -> Option<(IpAddr, IpAddr)> {
+        match ip {
+            IpAddr::V4(v4) => self.v4.get_range(u32::from(v4)).map(|(first, last, ())| {
+                (
+                    IpAddr::from(first.to_be_bytes()),
+                    IpAddr::from(last.to_be_bytes()),
+                )
+            }),
+            IpAddr::V6(v6) => self.v6.get_range(u128::from(v6)).map(|(first, last, ())| {
+                (
+                    IpAddr::from(first.to_be_bytes()),
+                    IpAddr::from(last.to_be_bytes()),
+                )
+            }),
+        }
+    }
+
     /// Number of distinct prefixes (IPv4 and IPv6 together).
     pub fn len(&self) -> usize {
         self.prefixes.0 + self.prefixes.1
@@ -177,6 +198,38 @@ mod tests {
     fn is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<IpSet>();
+    }
+
+    #[test]
+    fn range_containing_shows_the_merged_range() {
+        let s = set(&[
+            "203.0.113.0/24",
+            "198.51.100.0/25",
+            "198.51.100.128/25",
+            "192.0.2.7/32",
+            "2001:db8::/48",
+        ]);
+        let cases = [
+            ("203.0.113.0", Some(("203.0.113.0", "203.0.113.255"))),
+            ("203.0.113.255", Some(("203.0.113.0", "203.0.113.255"))),
+            ("203.0.114.0", None),
+            // adjacent prefixes are one range
+            ("198.51.100.200", Some(("198.51.100.0", "198.51.100.255"))),
+            ("192.0.2.7", Some(("192.0.2.7", "192.0.2.7"))),
+            ("192.0.2.8", None),
+            (
+                "2001:db8::1",
+                Some(("2001:db8::", "2001:db8:0:ffff:ffff:ffff:ffff:ffff")),
+            ),
+            ("2001:db9::", None),
+        ];
+        for (probe, want) in cases {
+            assert_eq!(
+                s.range_containing(ip(probe)),
+                want.map(|(a, b)| (ip(a), ip(b))),
+                "{probe}"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,17 @@ impl<K: Key, V: Copy + PartialEq> RangeMap<K, V> {
     /// The value of the range containing `key`.
     #[inline]
     pub(crate) fn get(&self, key: K) -> Option<V> {
+        self.find(key).map(|r| r.value)
+    }
+
+    /// The range containing `key`: its first and last key and its value (for explanations;
+    /// after flattening, a range may be the union of several adjacent inputs).
+    pub(crate) fn get_range(&self, key: K) -> Option<(K, K, V)> {
+        self.find(key).map(|r| (r.start, r.end, r.value))
+    }
+
+    #[inline]
+    fn find(&self, key: K) -> Option<&Range<K, V>> {
         let n = self.ranges.len();
         let (lo, hi) = if self.index.is_empty() {
             (0, n)
@@ -132,7 +143,7 @@ impl<K: Key, V: Copy + PartialEq> RangeMap<K, V> {
         let candidates = self.ranges.get(lo..hi)?;
         let after = candidates.partition_point(|r| r.start <= key);
         let range = candidates.get(after.checked_sub(1)?)?;
-        (range.end >= key).then_some(range.value)
+        (range.end >= key).then_some(range)
     }
 
     /// Build from disjoint ranges sorted by start (`start <= end`), merging adjacent ranges
@@ -305,6 +316,23 @@ mod tests {
             (u32::MAX, false),
         ] {
             assert_eq!(s.contains(key), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn get_range_returns_the_merged_range() {
+        let s = set(&[(10, 20), (21, 30), (40, 50)]);
+        for (key, want) in [
+            (9, None),
+            (10, Some((10, 30, ()))),
+            (25, Some((10, 30, ()))),
+            (30, Some((10, 30, ()))),
+            (31, None),
+            (40, Some((40, 50, ()))),
+            (50, Some((40, 50, ()))),
+            (51, None),
+        ] {
+            assert_eq!(s.get_range(key), want, "{key}");
         }
     }
 
