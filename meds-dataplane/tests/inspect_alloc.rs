@@ -195,16 +195,23 @@ fn inspect_does_not_allocate_in_steady_state() {
     let (tx, rx) = events::channel();
     let mut sampler = Sampler::new(tx, events::MAX_EVENT_RATE, 3);
     let counters = Counters::new();
+    // With a source blocklist too: a drop decided by the address alone (the inspector did
+    // not parse the transport header, the event does).
+    let ip_rules = RuleSet::empty().with_list(
+        ListKind::IpBlock,
+        &[Entry::Prefix("203.0.113.0/24".parse().unwrap())],
+    );
     let packets = [
-        tcp(20_000, 1, &hello[..1000]),
-        tcp(20_000, 1001, &hello[1000..]),
-        udp53(&query),
+        (&rules, tcp(20_000, 1, &hello[..1000])),
+        (&rules, tcp(20_000, 1001, &hello[1000..])),
+        (&rules, udp53(&query)),
+        (&ip_rules, udp53(&query)),
     ];
     let mut drops = 0u64;
     let mut sampled_round = |now: u64| {
         COUNTING.store(true, Ordering::SeqCst);
-        for p in &packets {
-            let inspection = inspector.inspect(&rules, p, now);
+        for (rules, p) in &packets {
+            let inspection = inspector.inspect(rules, p, now);
             let decision = inspection.decision;
             drops += u64::from(decision.verdict == Verdict::Drop);
             let app = inspector.app();
@@ -216,7 +223,7 @@ fn inspect_does_not_allocate_in_steady_state() {
                     p,
                     inspection.meta.as_ref(),
                     &app,
-                    &rules,
+                    rules,
                 )
             });
         }
@@ -225,9 +232,18 @@ fn inspect_does_not_allocate_in_steady_state() {
     };
     sampled_round(1_000);
     let first: Vec<DropEvent> = rx.try_iter().collect();
-    assert_eq!(first.len(), 1, "the completed hello is the one drop");
+    assert_eq!(first.len(), 2, "the completed hello and the blocked source");
     assert_eq!(first[0].sni.as_str(), "lh3.google.com");
     assert_eq!(first[0].queue, 3);
+    assert_eq!(
+        (
+            first[1].source_port,
+            first[1].destination_port,
+            first[1].protocol
+        ),
+        (40_000, 53, 17),
+        "ports read for the event"
+    );
     ALLOCATIONS.store(0, Ordering::SeqCst);
     // 2 000 rounds: the channel (1 024 events) fills up, later drops are suppressed.
     for n in 1..2_000u64 {
@@ -239,7 +255,7 @@ fn inspect_does_not_allocate_in_steady_state() {
         "allocations while sampling drop events"
     );
     let snapshot = counters.snapshot();
-    assert_eq!(snapshot.events_sampled, events::CHANNEL_CAPACITY as u64 + 1);
+    assert_eq!(snapshot.events_sampled, events::CHANNEL_CAPACITY as u64 + 2);
     assert_eq!(
         snapshot.events_sampled + snapshot.events_suppressed,
         drops,
