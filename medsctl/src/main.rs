@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
+use medsctl::CtlError;
 use medsctl::cli::{Cli, Command, EventsArgs};
 use medsctl::error::EXIT_RUNTIME;
 
@@ -37,8 +38,23 @@ async fn main() -> ExitCode {
 }
 
 /// `medsctl events`: lines printed as they arrive; Ctrl-C (SIGINT) ends it with exit 0.
+/// Without `--follow` the whole command is bounded by `--timeout`, like every other one.
 async fn events(cli: &Cli, args: &EventsArgs) -> ExitCode {
-    let streaming = medsctl::events(cli, args, print_line);
+    let streaming = async {
+        let streaming = medsctl::events(cli, args, print_line);
+        if args.follow {
+            return streaming.await;
+        }
+        let limit = cli.time_limit();
+        tokio::time::timeout(limit, streaming)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CtlError::Timeout {
+                    socket: cli.socket.clone(),
+                    after: limit,
+                })
+            })
+    };
     let result = tokio::select! {
         r = streaming => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
