@@ -192,6 +192,10 @@ pub struct Controller {
     dataplane: watch::Sender<DataplaneView>,
     next_connection: std::sync::atomic::AtomicU64,
     started: Instant,
+    /// Sampled drop events from the dataplane (observation only, never policy).
+    events: Arc<crate::events::EventHub>,
+    /// Explain requests to the connected dataplane.
+    explainer: Arc<crate::explain::Explainer>,
 }
 
 /// Stored prefixes of `set` that cover `query`, most specific first.
@@ -251,7 +255,19 @@ impl Controller {
             dataplane,
             next_connection: std::sync::atomic::AtomicU64::new(1),
             started: Instant::now(),
+            events: Arc::new(crate::events::EventHub::default()),
+            explainer: Arc::new(crate::explain::Explainer::default()),
         }))
+    }
+
+    /// The drop-event hub (fed by the sync stream, read by Admin `Events` and REST).
+    pub fn events(&self) -> &Arc<crate::events::EventHub> {
+        &self.events
+    }
+
+    /// The explain broker (fed by the sync stream, asked by Admin `Explain` and REST).
+    pub fn explainer(&self) -> &Arc<crate::explain::Explainer> {
+        &self.explainer
     }
 
     /// A controller on a fresh in-memory store (seeded like a new database), no dataplane.

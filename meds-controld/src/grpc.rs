@@ -4,8 +4,12 @@
 //!   full snapshot in bounded chunks, then every committed delta in generation order. A
 //!   subscriber that falls behind gets a fresh snapshot instead of the missed deltas.
 //!   Acknowledgements and counters from the dataplane are validated before use.
+//!   Drop-event batches go to the [`crate::events::EventHub`], explain answers to the
+//!   [`crate::explain::Explainer`]; explain requests go out on the stream between updates.
 //! * [`AdminService`]: medsctl. Decode, call [`Controller`], encode; errors are mapped to
-//!   `tonic::Status` in [`status_from_core`] and nowhere else.
+//!   `tonic::Status` in [`status_from_core`], [`status_from_feeds`] and
+//!   [`status_from_explain`] and nowhere else. `Events` streams until the client goes away
+//!   or the controller shuts down (the hub is closed then).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::{Controller, CoreError, DataplaneSettings, DataplaneStats, DecisionStat};
+use crate::explain::{ExplainError, Query};
 use crate::feeds::{FeedStatus, Feeds, FeedsError};
 
 /// How long a new stream may take to send its `Hello`.
@@ -88,6 +93,7 @@ impl Sync for SyncService {
                 sent_tx,
                 self.stop.clone(),
                 close_rx,
+                None,
             ));
             tokio::spawn(async move {
                 // Drain (and ignore) whatever the observer sends until it goes away; then
@@ -115,12 +121,16 @@ impl Sync for SyncService {
         // Dropped by `receive_acks` when the inbound side ends or breaks the protocol: the
         // outbound side then ends too, so the whole stream closes.
         let (close_tx, close_rx) = watch::channel(false);
+        // Explain requests for this dataplane go out on this stream, between whole updates.
+        let (explain_tx, explain_rx) = mpsc::channel(crate::explain::STREAM_QUEUE);
+        controller.explainer().attach(connection, explain_tx);
         tokio::spawn(send_updates(
             Arc::clone(&controller),
             tx,
             sent_tx,
             self.stop.clone(),
             close_rx,
+            Some(explain_rx),
         ));
         tokio::spawn(receive_acks(
             controller, connection, inbound, sent_rx, close_tx,
@@ -137,6 +147,7 @@ async fn send_updates(
     sent: watch::Sender<u64>,
     stop: Option<watch::Receiver<bool>>,
     mut close: watch::Receiver<bool>,
+    mut explain: Option<mpsc::Receiver<pb::ExplainRequest>>,
 ) {
     let shutdown = async move {
         match stop {
@@ -147,7 +158,7 @@ async fn send_updates(
         }
     };
     tokio::select! {
-        () = stream_updates(controller, &tx, sent) => {}
+        () = stream_updates(controller, &tx, sent, &mut explain) => {}
         () = shutdown => {}
         // Resolves with an error once the sender is dropped.
         _ = close.changed() => {}
@@ -155,10 +166,12 @@ async fn send_updates(
 }
 
 /// Send a snapshot, then deltas; resnapshot after lagging. Ends when the stream is gone.
+/// Explain requests go out between whole updates (never inside one's chunks).
 async fn stream_updates(
     controller: Arc<Controller>,
     tx: &mpsc::Sender<Result<pb::ControllerMessage, Status>>,
     sent: watch::Sender<u64>,
+    explain: &mut Option<mpsc::Receiver<pb::ExplainRequest>>,
 ) {
     'resync: loop {
         let (snapshot, mut deltas) = controller.subscribe();
@@ -178,6 +191,15 @@ async fn stream_updates(
         loop {
             let delta = tokio::select! {
                 d = deltas.recv() => d,
+                Some(request) = next_explain(explain) => {
+                    let msg = pb::ControllerMessage {
+                        msg: Some(pb::controller_message::Msg::Explain(request)),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 () = tx.closed() => return,
             };
             match delta {
@@ -202,6 +224,19 @@ async fn stream_updates(
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+}
+
+/// The next explain request; pending forever without a receiver or once it is closed.
+async fn next_explain(
+    explain: &mut Option<mpsc::Receiver<pb::ExplainRequest>>,
+) -> Option<pb::ExplainRequest> {
+    match explain {
+        Some(rx) => match rx.recv().await {
+            Some(request) => Some(request),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -251,11 +286,21 @@ async fn receive_acks(
             }
             // A message kind this controller does not know (a newer dataplane): ignore it.
             None => continue,
-            // TODO(issue 6): events and explain answers are wired up in this issue.
-            Some(
-                pb::dataplane_message::Msg::Events(_) | pb::dataplane_message::Msg::Explain(_),
-            ) => {
-                continue;
+            Some(pb::dataplane_message::Msg::Events(batch)) => {
+                let accepted = controller.events().publish(batch);
+                if accepted.invalid > 0 || accepted.over_limit > 0 {
+                    tracing::debug!(
+                        connection,
+                        invalid = accepted.invalid,
+                        over_limit = accepted.over_limit,
+                        "drop events refused"
+                    );
+                }
+            }
+            Some(pb::dataplane_message::Msg::Explain(response)) => {
+                if !controller.explainer().resolve(response) {
+                    tracing::debug!(connection, "explain answer nobody waits for (late?)");
+                }
             }
             Some(pb::dataplane_message::Msg::Hello(_)) => {
                 tracing::warn!(
@@ -267,6 +312,7 @@ async fn receive_acks(
         }
     }
     drop(close);
+    controller.explainer().detach(connection);
     controller.dataplane_disconnected(connection);
     tracing::info!(connection, "dataplane disconnected");
 }
@@ -435,6 +481,20 @@ fn parse_entries(list: ListKind, entries: &[String]) -> Result<Vec<Entry>, Statu
                 .map_err(|err| Status::invalid_argument(format!("entries[{i}]: {err}")))
         })
         .collect()
+}
+
+/// The one mapping from explain errors to gRPC statuses.
+pub fn status_from_explain(e: ExplainError) -> Status {
+    match e {
+        ExplainError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        ExplainError::NoDataplane => Status::failed_precondition(e.to_string()),
+        ExplainError::Busy => Status::resource_exhausted(e.to_string()),
+        ExplainError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        ExplainError::Refused(_) => {
+            tracing::error!(error = %e, "the dataplane refused an explain request");
+            Status::internal(e.to_string())
+        }
+    }
 }
 
 /// The one mapping from core errors to gRPC statuses.
@@ -621,21 +681,30 @@ impl Admin for AdminService {
         Ok(Response::new(pb::CheckEntryResponse { found, matches }))
     }
 
-    // TODO(issue 6): replaced by the real explain and events services in this issue.
     async fn explain(
         &self,
-        _request: Request<pb::ExplainQuery>,
+        request: Request<pb::ExplainQuery>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
-        Err(Status::unimplemented("explain"))
+        let query = Query::parse(request.get_ref()).map_err(status_from_explain)?;
+        let response = self
+            .controller
+            .explainer()
+            .explain(&query)
+            .await
+            .map_err(status_from_explain)?;
+        Ok(Response::new(response))
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
 
     async fn events(
         &self,
-        _request: Request<pb::EventsRequest>,
+        request: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Err(Status::unimplemented("events"))
+        let req = request.into_inner();
+        let recent = usize::try_from(req.recent).unwrap_or(usize::MAX);
+        let stream = self.controller.events().stream(recent, req.follow).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

@@ -10,6 +10,8 @@
 pub mod api;
 pub mod config;
 pub mod core;
+pub mod events;
+pub mod explain;
 pub mod feeds;
 pub mod grpc;
 pub mod health;

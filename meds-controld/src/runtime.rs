@@ -112,8 +112,12 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let events = Arc::clone(controller.events());
     tokio::spawn(async move {
         shutdown.await;
+        // Ends the open event streams (REST and gRPC), so graceful shutdown does not wait on
+        // them.
+        events.close();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

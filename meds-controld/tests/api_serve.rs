@@ -237,3 +237,65 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
         .unwrap()
         .unwrap();
 }
+
+/// A following `/v1/events` stream does not hold up a graceful shutdown: the controller closes
+/// the event hub first (as `run` does), the stream ends, the server stops well before its
+/// grace period.
+#[tokio::test]
+async fn shutdown_ends_a_following_events_stream() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let controller = Controller::new_for_tests();
+    let app = router(
+        std::sync::Arc::clone(&controller),
+        Credentials::new("admin", "pw").unwrap(),
+        Limits::default(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let grace = Duration::from_secs(5);
+    let task = tokio::spawn(serve_with(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        ServeOptions {
+            header_read_timeout: HEADER_TIMEOUT,
+            max_connections: 16,
+            shutdown_grace: grace,
+        },
+    ));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(request("/v1/events?follow=true&recent=0").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("response head within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before the head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/x-ndjson"), "{head}");
+
+    let started = Instant::now();
+    controller.events().close();
+    stop.send(()).unwrap();
+    let (_, closed) = read_until_closed(&mut stream).await;
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        closed.duration_since(started) < Duration::from_secs(1) && started.elapsed() < grace / 2,
+        "the stream held the shutdown: {:?}",
+        started.elapsed()
+    );
+}

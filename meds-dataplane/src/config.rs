@@ -127,6 +127,10 @@ pub struct Args {
     /// Queue messages read per receive call (recvmmsg) and answered together.
     #[arg(long, env = "MEDS_RECV_BATCH", default_value_t = 64)]
     pub recv_batch: usize,
+    /// Drop decisions sampled into events (logged rate-limited and sent to the controller for
+    /// `medsctl events`), per second per worker; 0 turns events off.
+    #[arg(long, env = "MEDS_EVENT_RATE", default_value_t = crate::events::DEFAULT_EVENT_RATE)]
+    pub event_rate: u32,
     /// Let the kernel segment GSO/GRO packets and finish their checksums before queueing them
     /// (slower; by default they are queued whole, NFQA_CFG_F_GSO, and checksums the kernel has
     /// not finished are not checked by the inspector).
@@ -328,6 +332,8 @@ pub struct Config {
     pub pin_readers: bool,
     /// Queue messages read per receive call.
     pub recv_batch: usize,
+    /// Sampled drop events per second per worker (0: off).
+    pub event_rate: u32,
     /// Offload mark bits; `None` with --no-offload.
     pub offload: Option<Marks>,
     /// The per-source rate limiter; `None` with --no-rate-limiter.
@@ -341,6 +347,8 @@ pub enum ConfigError {
     Readers(u16),
     #[error("--queue-num {first} with --readers-count {count} needs queues past 65535")]
     QueueRange { first: u16, count: u16 },
+    #[error("--event-rate must be between 0 and {max}, got {0}", max = crate::events::MAX_EVENT_RATE)]
+    EventRate(u32),
     #[error("--recv-batch must be between 1 and {MAX_RECV_BATCH}, got {0}")]
     RecvBatch(usize),
     #[error(transparent)]
@@ -408,6 +416,9 @@ impl Config {
         if args.recv_batch == 0 || args.recv_batch > MAX_RECV_BATCH {
             return Err(ConfigError::RecvBatch(args.recv_batch));
         }
+        if args.event_rate > crate::events::MAX_EVENT_RATE {
+            return Err(ConfigError::EventRate(args.event_rate));
+        }
         let marks = Marks::new(args.mark_trusted, args.mark_blocked)?;
         let offload = (!args.no_offload).then_some(marks);
         let rate_limit = if args.no_rate_limiter {
@@ -468,6 +479,7 @@ impl Config {
             readers: args.readers_count,
             pin_readers: !args.no_pin_readers,
             recv_batch: args.recv_batch,
+            event_rate: args.event_rate,
             offload,
             rate_limit,
         })
@@ -599,6 +611,7 @@ mod tests {
         );
         assert_eq!(c.offload, Some(Marks::DEFAULT));
         assert_eq!((c.readers, c.pin_readers, c.recv_batch), (1, true, 64));
+        assert_eq!(c.event_rate, 20);
         assert_eq!(c.unparsable, UnparsableVerdict::Accept);
         assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
         assert_eq!(c.log_level, LevelFilter::INFO);
@@ -635,6 +648,15 @@ mod tests {
         assert_eq!(c.rules.offload, c.offload);
         assert!(!c.pin_readers);
         assert_eq!(c.recv_batch, 1);
+        assert_eq!(parse(&["--event-rate", "0"]).unwrap().event_rate, 0);
+        assert_eq!(
+            parse(&["--event-rate", "10000"]).unwrap().event_rate,
+            10_000
+        );
+        assert_eq!(
+            parse(&["--event-rate", "10001"]).unwrap_err().to_string(),
+            "--event-rate must be between 0 and 10000, got 10001"
+        );
         let c = parse(&["--no-offload"]).unwrap();
         assert_eq!((c.offload, c.rules.offload), (None, None));
         let refused: &[(&[&str], &str)] = &[

@@ -28,6 +28,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod dns;
+pub mod events;
 pub mod explain;
 pub mod firewall;
 pub mod flow;
@@ -99,6 +100,8 @@ pub enum RunError {
     RevokeSpawn(#[source] std::io::Error),
     #[error("cannot start the control runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("cannot start the drop-event thread")]
+    EventsSpawn(#[source] std::io::Error),
     #[error("the worker for queue {0} stopped unexpectedly")]
     WorkerExited(u16),
     #[error("the worker for queue {0} panicked")]
@@ -188,6 +191,9 @@ pub fn run(
         Vec::new()
     };
     let (worker_done_tx, mut worker_done_rx) = mpsc::unbounded_channel::<u16>();
+    // Sampled drop events: workers -> `meds-events` (log, rate-limited) -> sync client.
+    let (event_tx, event_rx) = events::channel();
+    let (batch_tx, batch_rx) = mpsc::channel(events::FORWARD_CAPACITY);
     for (i, (queue, inspector)) in queues.into_iter().zip(inspectors).enumerate() {
         let queue_num = queue.queue_num();
         let live = Arc::clone(&live);
@@ -202,6 +208,7 @@ pub fn run(
             marks: config.offload,
             recv_batch: config.recv_batch,
         };
+        let sampler = events::Sampler::new(event_tx.clone(), config.event_rate, queue_num);
         let handle = thread::Builder::new()
             .name(format!("meds-queue-{queue_num}"))
             .spawn(move || {
@@ -210,12 +217,31 @@ pub fn run(
                 if let Some(cpu) = cpu {
                     pin_to_cpu(queue_num, cpu);
                 }
-                worker::run(queue, live, counters, inspector, stop, worker_config);
+                worker::run(
+                    queue,
+                    live,
+                    counters,
+                    inspector,
+                    stop,
+                    worker_config,
+                    sampler,
+                );
             })
             .map_err(|source| RunError::WorkerSpawn { queue_num, source })?;
         running.threads.push((Some(queue_num), handle));
     }
     drop(worker_done_tx);
+    // The consumer ends when the last worker's sender is gone.
+    drop(event_tx);
+    {
+        let counters = Arc::clone(&counters);
+        let forward = (config.event_rate > 0).then_some(batch_tx);
+        let handle = thread::Builder::new()
+            .name("meds-events".to_owned())
+            .spawn(move || events::consume(event_rx, forward, &counters))
+            .map_err(RunError::EventsSpawn)?;
+        running.threads.push((None, handle));
+    }
     if let Some(revoker) = revoker {
         let live = Arc::clone(&live);
         let stop = Arc::clone(&running.stop);
@@ -240,7 +266,9 @@ pub fn run(
     let mut sync_cfg = SyncConfig::new(&config.sync_socket, queue_nums);
     sync_cfg.started_at_unix = unix_now();
     sync_cfg.settings = Some(settings(&config));
-    let client = SyncClient::new(sync_cfg, Arc::clone(&store), Arc::clone(&counters));
+    let client = SyncClient::new(sync_cfg, Arc::clone(&store), Arc::clone(&counters))
+        .with_events(batch_rx)
+        .with_explain(limiter.clone(), config.offload.is_some());
     let sync_task = runtime.spawn(client.run(control_stopped.clone()));
     let persist_task = runtime.spawn(policy::persist(
         Arc::clone(&store),
@@ -448,7 +476,7 @@ impl Running<'_> {
                         tracing::error!(queue = queue_num, "a queue worker panicked");
                         result = Err(RunError::WorkerPanicked(queue_num));
                     }
-                    None => tracing::error!("the revocation thread panicked"),
+                    None => tracing::error!("the revocation or drop-event thread panicked"),
                 }
             }
         }

@@ -5,7 +5,12 @@
 //! * on a complete update, applies it to the [`PolicyStore`] on a blocking thread (only the
 //!   components of the lists it changed are rebuilt, there, off the packet path), publishes
 //!   it, and only then sends the `Ack`;
-//! * every second sends `DataplaneStats` from the packet counters.
+//! * every second sends `DataplaneStats` from the packet counters;
+//! * forwards the sampled drop events' `EventBatch`es ([`crate::events`]) when a stream is
+//!   open, with `try_send`: a batch that does not fit is dropped and its events are added to
+//!   the next batch's `suppressed` (events never delay an `Ack`);
+//! * answers each `ExplainRequest` from the live rule set (evaluated on this task: one chain
+//!   walk, no packet-path state touched).
 //!
 //! Any stream error or refused chunk ends the stream: the last applied rule set stays in force,
 //! the error is logged and counted, and the client reconnects with jittered exponential backoff
@@ -29,6 +34,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::counters::Counters;
 use crate::policy::PolicyStore;
+use crate::ratelimit::RateLimiter;
 
 /// Messages the dataplane may have queued for the controller before sending blocks.
 const OUTBOUND_CAPACITY: usize = 32;
@@ -167,6 +173,11 @@ pub struct SyncClient {
     store: Arc<PolicyStore>,
     counters: Arc<Counters>,
     stats: Arc<SyncStats>,
+    /// Drop-event batches to forward (kept across streams).
+    events: Option<tokio::sync::Mutex<mpsc::Receiver<pb::EventBatch>>>,
+    /// What explain needs besides the rule set: the rate limiter and whether offload is on.
+    limiter: Option<Arc<RateLimiter>>,
+    offload: bool,
 }
 
 impl SyncClient {
@@ -176,7 +187,24 @@ impl SyncClient {
             store,
             counters,
             stats: Arc::new(SyncStats::default()),
+            events: None,
+            limiter: None,
+            offload: false,
         }
+    }
+
+    /// Forward the drop-event batches received on `events` while a stream is open.
+    pub fn with_events(mut self, events: mpsc::Receiver<pb::EventBatch>) -> SyncClient {
+        self.events = Some(tokio::sync::Mutex::new(events));
+        self
+    }
+
+    /// Explain with this rate limiter (its current state for the source is reported, never
+    /// changed) and offload setting.
+    pub fn with_explain(mut self, limiter: Option<Arc<RateLimiter>>, offload: bool) -> SyncClient {
+        self.limiter = limiter;
+        self.offload = offload;
+        self
     }
 
     pub fn stats(&self) -> Arc<SyncStats> {
@@ -273,6 +301,12 @@ impl SyncClient {
             "sync stream open"
         );
 
+        let mut events = match &self.events {
+            Some(events) => Some(events.lock().await),
+            None => None,
+        };
+        // Events of batches that did not fit in the outbound channel.
+        let mut unsent_events: u64 = 0;
         let mut stager = Stager::new();
         let mut stats_tick = tokio::time::interval(self.cfg.stats_interval);
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -287,6 +321,24 @@ impl SyncClient {
                         return Err(StreamError::OutboundClosed);
                     }
                 }
+                Some(mut batch) = next_batch(&mut events) => {
+                    let n = batch.events.len() as u64;
+                    batch.suppressed = batch.suppressed.saturating_add(unsent_events);
+                    let msg = pb::DataplaneMessage {
+                        msg: Some(dataplane_message::Msg::Events(batch)),
+                    };
+                    match tx.try_send(msg) {
+                        Ok(()) => unsent_events = 0,
+                        Err(mpsc::error::TrySendError::Full(msg)) => {
+                            if let Some(dataplane_message::Msg::Events(batch)) = msg.msg {
+                                unsent_events = batch.suppressed.saturating_add(n);
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            return Err(StreamError::OutboundClosed);
+                        }
+                    }
+                }
                 received = inbound.message() => {
                     let chunk = match received {
                         Err(status) => return Err(StreamError::Stream(status)),
@@ -295,8 +347,15 @@ impl SyncClient {
                             msg: Some(controller_message::Msg::Update(chunk)),
                         })) => chunk,
                         Ok(Some(pb::ControllerMessage {
-                            msg: Some(controller_message::Msg::Explain(_)),
-                        })) => continue,
+                            msg: Some(controller_message::Msg::Explain(request)),
+                        })) => {
+                            let response = self.explain(&request);
+                            let msg = pb::DataplaneMessage {
+                                msg: Some(dataplane_message::Msg::Explain(response)),
+                            };
+                            tx.send(msg).await.map_err(|_| StreamError::OutboundClosed)?;
+                            continue;
+                        }
                         Ok(Some(pb::ControllerMessage { msg: None })) => {
                             tracing::debug!("ignoring an empty or unknown controller message");
                             continue;
@@ -338,6 +397,13 @@ impl SyncClient {
                 }
             }
         }
+    }
+
+    /// The answer to an explain request, from the live rule set (validated by the engine;
+    /// a bad request gets a response with `error` set, never a panic).
+    fn explain(&self, request: &pb::ExplainRequest) -> pb::ExplainResponse {
+        let rules = self.store.live().load();
+        crate::explain::wire::respond(&rules, self.limiter.as_deref(), self.offload, request)
     }
 
     fn stats_message(&self) -> pb::DataplaneStats {
@@ -386,6 +452,19 @@ pub(crate) async fn unix_channel(
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
         }))
         .await
+}
+
+/// The next batch of `events`; pending forever without a receiver or once it is closed.
+async fn next_batch(
+    events: &mut Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<pb::EventBatch>>>,
+) -> Option<pb::EventBatch> {
+    match events {
+        Some(rx) => match rx.recv().await {
+            Some(batch) => Some(batch),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves once `shutdown` is true or its sender is gone.

@@ -14,7 +14,10 @@
 //! the batcher. All answers of a receive batch go out in one `sendto` (equal answers of
 //! consecutive packets merged into one `NFQNL_MSG_VERDICT_BATCH`; see [`crate::nfqueue`]).
 //! Decisions are counted once their verdicts were sent. After each receive batch the
-//! inspector's counts are added to the shared counters; about once a second stale reassembly
+//! inspector's counts are added to the shared counters; a drop decision may be sampled into a
+//! [`crate::events::DropEvent`] (the worker's [`Sampler`]: token bucket, `try_send` on a
+//! bounded channel, no allocation; its counts are flushed once per batch too); about once a
+//! second stale reassembly
 //! entries are freed. The clock of the inspector is a monotonic [`Instant`] read once per
 //! receive batch.
 //!
@@ -45,6 +48,7 @@ use arc_swap::ArcSwap;
 
 use crate::chain::{Decision, RuleSet};
 use crate::counters::Counters;
+use crate::events::{DropEvent, Sampler, unix_ms};
 use crate::inspect::Inspector;
 use crate::nfqueue::{
     Flushed, NfQueue, NfQueueError, QueuedPacket, RecvBatch, VerdictBatcher, packets,
@@ -95,6 +99,7 @@ pub fn run(
     mut inspector: Inspector,
     stop: Arc<AtomicBool>,
     config: WorkerConfig,
+    mut sampler: Sampler,
 ) {
     let queue_num = queue.queue_num();
     let epoch = Instant::now();
@@ -146,7 +151,7 @@ pub fn run(
                 continue;
             };
             for item in packets(datagram) {
-                match step(item, &policy, &mut inspector, now_ms, marks) {
+                match step(item, &policy, &mut inspector, now_ms, marks, &mut sampler) {
                     Step::Answer {
                         packet_id,
                         decision,
@@ -177,8 +182,10 @@ pub fn run(
             last_expire_ms = now_ms;
         }
         inspector.flush(&counters);
+        sampler.flush(&counters);
     }
     inspector.flush(&counters);
+    sampler.flush(&counters);
     tracing::info!(queue = queue_num, "packet worker stopped");
 }
 
@@ -241,6 +248,7 @@ fn step(
     inspector: &mut Inspector,
     now_ms: u64,
     marks: Option<Marks>,
+    sampler: &mut Sampler,
 ) -> Step {
     match item {
         Ok(packet) => {
@@ -248,6 +256,17 @@ fn step(
             let inspection =
                 inspector.inspect_queued(&rules, packet.payload, now_ms, packet.checksum_ready);
             let decision = inspection.decision;
+            sampler.offer(decision, now_ms, |queue| {
+                DropEvent::new(
+                    unix_ms(),
+                    queue,
+                    decision,
+                    packet.payload,
+                    inspection.meta.as_ref(),
+                    &inspector.app(),
+                    &rules,
+                )
+            });
             Step::Answer {
                 packet_id: packet.packet_id,
                 decision,
@@ -381,7 +400,11 @@ mod tests {
         ];
         for (name, item, want) in cases {
             let mut inspector = inspector(UnparsableVerdict::Accept);
-            assert_eq!(step(item, &policy, &mut inspector, 0, None), want, "{name}");
+            assert_eq!(
+                step(item, &policy, &mut inspector, 0, None, &mut Sampler::off()),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -425,7 +448,7 @@ mod tests {
         ];
         for (name, item, want) in cases {
             let mut inspector = inspector(UnparsableVerdict::Accept);
-            match step(item, &policy, &mut inspector, 0, marks) {
+            match step(item, &policy, &mut inspector, 0, marks, &mut Sampler::off()) {
                 Step::Answer { answer, .. } => assert_eq!(answer, want, "{name}"),
                 other => panic!("{name}: {other:?}"),
             }
@@ -433,7 +456,14 @@ mod tests {
         // Without marks (offload off, or draining after stop) the same packets are plain.
         let mut inspector = inspector(UnparsableVerdict::Accept);
         assert_eq!(
-            step(queued(7, &blocked), &policy, &mut inspector, 0, None),
+            step(
+                queued(7, &blocked),
+                &policy,
+                &mut inspector,
+                0,
+                None,
+                &mut Sampler::off()
+            ),
             answer(7, Decision::BLACKLISTED)
         );
     }
@@ -443,11 +473,62 @@ mod tests {
         let policy = blocking("198.51.100.0/24");
         let packet = v4(UDP, A4, B4, &udp(1, 2, b""));
         let mut inspector = inspector(UnparsableVerdict::Drop);
-        let before = step(queued(1, &packet), &policy, &mut inspector, 0, None);
+        let before = step(
+            queued(1, &packet),
+            &policy,
+            &mut inspector,
+            0,
+            None,
+            &mut Sampler::off(),
+        );
         assert_eq!(before, answer(1, Decision::DEFAULT));
         policy.store(blocking("203.0.113.0/24").load_full());
-        let after = step(queued(2, &packet), &policy, &mut inspector, 1, None);
+        let after = step(
+            queued(2, &packet),
+            &policy,
+            &mut inspector,
+            1,
+            None,
+            &mut Sampler::off(),
+        );
         assert_eq!(after, answer(2, Decision::BLACKLISTED));
+    }
+
+    #[test]
+    fn drops_are_sampled_into_events() {
+        let policy = blocking("203.0.113.0/24");
+        let blocked = v4(UDP, A4, B4, &udp(1234, 53, b""));
+        let other = v4(UDP, [198, 51, 100, 1], B4, &udp(1, 2, b""));
+        let (tx, rx) = crate::events::channel();
+        let mut sampler = Sampler::new(tx, 2, 9);
+        let mut inspector = inspector(UnparsableVerdict::Accept);
+        for id in 0..5 {
+            step(
+                queued(id, &other),
+                &policy,
+                &mut inspector,
+                0,
+                None,
+                &mut sampler,
+            );
+            step(
+                queued(id, &blocked),
+                &policy,
+                &mut inspector,
+                0,
+                None,
+                &mut sampler,
+            );
+        }
+        // burst 2: two of the five drops sampled, three suppressed, accepts not offered
+        assert_eq!(sampler.pending(), (2, 3));
+        let events: Vec<DropEvent> = rx.try_iter().collect();
+        assert_eq!(events.len(), 2);
+        let e = events[0];
+        assert_eq!(e.source, std::net::IpAddr::from(A4));
+        assert_eq!((e.source_port, e.destination_port, e.queue), (1234, 53, 9));
+        assert_eq!(e.decision, Decision::BLACKLISTED);
+        assert!(e.time_unix_ms > 0);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use meds_dataplane::chain::{RuleSet, UnparsableVerdict, Verdict};
+use meds_dataplane::counters::Counters;
+use meds_dataplane::events::{self, DropEvent, Sampler};
 use meds_dataplane::inspect::{InspectConfig, Inspector};
 use meds_dataplane::packet::transport_checksum;
 use meds_dataplane::ratelimit::{RateLimitConfig, RateLimitSettings, RateLimiter};
@@ -185,6 +187,79 @@ fn inspect_does_not_allocate_in_steady_state() {
         ALLOCATIONS.load(Ordering::SeqCst),
         0,
         "allocations on the packet path"
+    );
+
+    // Sampling the drop decisions into events (token bucket, inline copy of the names and
+    // fingerprints, `try_send` on the channel allocated at start, also into a full channel,
+    // and the per-batch flush) does not allocate either.
+    let (tx, rx) = events::channel();
+    let mut sampler = Sampler::new(tx, events::MAX_EVENT_RATE, 3);
+    let counters = Counters::new();
+    // With a source blocklist too: a drop decided by the address alone (the inspector did
+    // not parse the transport header, the event does).
+    let ip_rules = RuleSet::empty().with_list(
+        ListKind::IpBlock,
+        &[Entry::Prefix("203.0.113.0/24".parse().unwrap())],
+    );
+    let packets = [
+        (&rules, tcp(20_000, 1, &hello[..1000])),
+        (&rules, tcp(20_000, 1001, &hello[1000..])),
+        (&rules, udp53(&query)),
+        (&ip_rules, udp53(&query)),
+    ];
+    let mut drops = 0u64;
+    let mut sampled_round = |now: u64| {
+        COUNTING.store(true, Ordering::SeqCst);
+        for (rules, p) in &packets {
+            let inspection = inspector.inspect(rules, p, now);
+            let decision = inspection.decision;
+            drops += u64::from(decision.verdict == Verdict::Drop);
+            let app = inspector.app();
+            sampler.offer(decision, now, |queue| {
+                DropEvent::new(
+                    events::unix_ms(),
+                    queue,
+                    decision,
+                    p,
+                    inspection.meta.as_ref(),
+                    &app,
+                    rules,
+                )
+            });
+        }
+        sampler.flush(&counters);
+        COUNTING.store(false, Ordering::SeqCst);
+    };
+    sampled_round(1_000);
+    let first: Vec<DropEvent> = rx.try_iter().collect();
+    assert_eq!(first.len(), 2, "the completed hello and the blocked source");
+    assert_eq!(first[0].sni.as_str(), "lh3.google.com");
+    assert_eq!(first[0].queue, 3);
+    assert_eq!(
+        (
+            first[1].source_port,
+            first[1].destination_port,
+            first[1].protocol
+        ),
+        (40_000, 53, 17),
+        "ports read for the event"
+    );
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    // 2 000 rounds: the channel (1 024 events) fills up, later drops are suppressed.
+    for n in 1..2_000u64 {
+        sampled_round(1_000 + n * 1_000);
+    }
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "allocations while sampling drop events"
+    );
+    let snapshot = counters.snapshot();
+    assert_eq!(snapshot.events_sampled, events::CHANNEL_CAPACITY as u64 + 2);
+    assert_eq!(
+        snapshot.events_sampled + snapshot.events_suppressed,
+        drops,
+        "every drop is either sampled or suppressed"
     );
 }
 

@@ -182,7 +182,15 @@ fn real_tcp_hellos_through_the_worker_on_veth() {
             })
             .expect("open queue");
             let inspector = Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
-            worker::run(queue, policy, counters, inspector, stop, Default::default());
+            worker::run(
+                queue,
+                policy,
+                counters,
+                inspector,
+                stop,
+                Default::default(),
+                meds_dataplane::events::Sampler::off(),
+            );
         })
     };
     // The server: accept two connections, return what each delivered (bounded reads).

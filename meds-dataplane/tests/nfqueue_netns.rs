@@ -249,7 +249,15 @@ fn worker_enforces_the_current_rule_set() {
                 let inspector =
                     Inspector::new(InspectConfig::new(UnparsableVerdict::Accept)).unwrap();
                 let config = worker::WorkerConfig::default();
-                worker::run(queue, policy, counters, inspector, stop, config);
+                worker::run(
+                    queue,
+                    policy,
+                    counters,
+                    inspector,
+                    stop,
+                    config,
+                    meds_dataplane::events::Sampler::off(),
+                );
             })
         };
 

@@ -724,3 +724,94 @@ async fn daemon_in_netns_syncs_persists_and_cleans_up_on_sigterm() {
     }
     server.shutdown().await;
 }
+
+/// Drop-event batches go out on the stream; explain requests are answered from the live rule
+/// set (a bad one with an error, the stream stays open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_events_and_answers_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sync.sock");
+    let mut server = Server::start(&socket);
+    let live = Arc::new(ArcSwap::from_pointee(RuleSet::empty()));
+    let store = Arc::new(PolicyStore::new(Arc::clone(&live)));
+    let mut cfg = SyncConfig::new(socket, vec![3]);
+    cfg.stats_interval = Duration::from_secs(3600);
+    let (events, batches) = mpsc::channel(4);
+    let client = SyncClient::new(cfg, store, Arc::new(Counters::new()))
+        .with_events(batches)
+        .with_explain(None, true);
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(client.run(stopped));
+
+    let mut conn = server.next_stream().await;
+    conn.hello().await;
+    conn.send(full_update_chunks(
+        1,
+        &[(ListKind::IpBlock, &[c("203.0.113.0/24")][..])],
+    ))
+    .await;
+    conn.expect_ack(1).await;
+
+    let batch = pb::EventBatch {
+        events: vec![pb::DropEvent {
+            source: vec![203, 0, 113, 7],
+            filter: "ip".into(),
+            reason: "BlackList".into(),
+            ..pb::DropEvent::default()
+        }],
+        suppressed: 2,
+    };
+    events.send(batch.clone()).await.unwrap();
+    match conn.next_non_stats().await {
+        dataplane_message::Msg::Events(got) => assert_eq!(got, batch),
+        other => panic!("expected events, got {other:?}"),
+    }
+
+    let explain = |id, source: Vec<u8>| pb::ControllerMessage {
+        msg: Some(controller_message::Msg::Explain(pb::ExplainRequest {
+            id,
+            source,
+            ..pb::ExplainRequest::default()
+        })),
+    };
+    conn.outbound
+        .send(Ok(explain(5, vec![203, 0, 113, 7])))
+        .await
+        .unwrap();
+    match conn.next_non_stats().await {
+        dataplane_message::Msg::Explain(r) => {
+            assert_eq!(r.id, 5);
+            assert!(r.error.is_empty(), "{r:?}");
+            assert_eq!(
+                (r.verdict.as_str(), r.reason.as_str()),
+                ("drop", "BlackList")
+            );
+            assert_eq!(r.generation, 1);
+        }
+        other => panic!("expected an explain answer, got {other:?}"),
+    }
+    conn.outbound
+        .send(Ok(explain(6, vec![1, 2, 3, 4, 5])))
+        .await
+        .unwrap();
+    match conn.next_non_stats().await {
+        dataplane_message::Msg::Explain(r) => {
+            assert_eq!(r.id, 6);
+            assert!(!r.error.is_empty(), "{r:?}");
+        }
+        other => panic!("expected an explain answer, got {other:?}"),
+    }
+    // still the same stream: a delta is applied and acknowledged
+    conn.send(delta_chunks(
+        2,
+        ListKind::IpBlock,
+        &[c("198.51.100.7")],
+        &[],
+    ))
+    .await;
+    conn.expect_ack(2).await;
+
+    stop.send_replace(true);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    server.shutdown().await;
+}

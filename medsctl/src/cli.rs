@@ -136,6 +136,52 @@ pub enum Command {
     },
     /// Show the controller, the dataplane and their counters.
     Status,
+    /// Show how the dataplane's live chain decides a packet from IP, step by step.
+    ///
+    /// Asks the connected dataplane (the truth is its live rule set): one row per filter in
+    /// chain order, then the final decision, the policy generation and what offload would do.
+    /// A dropped packet is not an error (exit 0); without a connected dataplane the command
+    /// fails (exit 3).
+    Explain(ExplainArgs),
+    /// Show sampled drop decisions: the recent ones, then with --follow new ones as they come.
+    ///
+    /// One line per event (time, source, filter/reason, and SNI, DNS name, JA3, JA4 where
+    /// present); --json prints one JSON object per line. Ctrl-C ends --follow.
+    Events(EventsArgs),
+}
+
+/// `medsctl explain IP ...`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The source address, e.g. 203.0.113.7.
+    #[arg(value_name = "IP")]
+    pub ip: String,
+    /// Destination port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// TLS server name carried by the packet.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// DNS question name carried by the packet (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// JA3 hash of the ClientHello (32 hexadecimal digits).
+    #[arg(long, value_name = "HASH")]
+    pub ja3: Option<String>,
+    /// JA4 fingerprint of the ClientHello.
+    #[arg(long, value_name = "FP")]
+    pub ja4: Option<String>,
+}
+
+/// `medsctl events ...`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep running and print new events as they come (Ctrl-C ends it).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How many of the most recent events to print first (the controller keeps 1000).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub recent: u32,
 }
 
 /// Which list(s) a list command's arguments go to.
@@ -182,7 +228,11 @@ impl Command {
             Command::Asns { action } => Some((Target::One(ListKind::AsnBlock), action.op())),
             Command::Ja3 { action } => Some((Target::One(ListKind::Ja3Block), action.op())),
             Command::Ja4 { action } => Some((Target::One(ListKind::Ja4Block), action.op())),
-            Command::Check { .. } | Command::Feeds { .. } | Command::Status => None,
+            Command::Check { .. }
+            | Command::Feeds { .. }
+            | Command::Status
+            | Command::Explain(_)
+            | Command::Events(_) => None,
         }
     }
 }

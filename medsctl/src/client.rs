@@ -133,6 +133,33 @@ impl AdminClient {
         }
     }
 
+    /// How the dataplane's live chain decides the packet described by `query`.
+    pub async fn explain(
+        &mut self,
+        query: pb::ExplainQuery,
+    ) -> Result<pb::ExplainResponse, CtlError> {
+        match self.inner.explain(query).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
+
+    /// The drop-event stream.
+    pub async fn events(
+        &mut self,
+        request: pb::EventsRequest,
+    ) -> Result<tonic::Streaming<pb::EventBatch>, CtlError> {
+        match self.inner.events(request).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
+
+    /// Map a status received on a stream.
+    pub fn stream_error(&self, status: tonic::Status) -> CtlError {
+        self.status_error(status)
+    }
+
     /// The state of every feed.
     pub async fn list_feeds(&mut self) -> Result<Vec<pb::FeedStatus>, CtlError> {
         match self.inner.list_feeds(pb::ListFeedsRequest {}).await {

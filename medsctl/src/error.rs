@@ -67,6 +67,10 @@ pub enum CtlError {
         message: String,
     },
 
+    /// Printing failed (other than a closed pipe).
+    #[error("cannot write the output: {0}")]
+    Output(String),
+
     /// The whole command took longer than `--timeout`.
     #[error("timed out after {}s waiting for the controller at {} (raise --timeout?)", .after.as_secs(), .socket.display())]
     Timeout { socket: PathBuf, after: Duration },
@@ -83,6 +87,7 @@ impl CtlError {
             CtlError::Connect { .. }
             | CtlError::Transport { .. }
             | CtlError::Rpc { .. }
+            | CtlError::Output(_)
             | CtlError::Timeout { .. } => EXIT_RUNTIME,
         }
     }

@@ -15,10 +15,10 @@ pub mod render;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meds_proto::{Cidr, DomainName, Entry, ListKind};
+use meds_proto::{Cidr, DomainName, Entry, ListKind, pb};
 use serde_json::Value;
 
-use crate::cli::{Cli, Command, FeedsAction, ListOp, Target};
+use crate::cli::{Cli, Command, EventsArgs, ExplainArgs, FeedsAction, ListOp, Target};
 use crate::client::AdminClient;
 pub use crate::error::CtlError;
 use crate::error::{EXIT_RUNTIME, InvalidValue};
@@ -212,6 +212,70 @@ async fn execute(cli: &Cli, limit: Duration) -> Result<Output, CtlError> {
         Command::Check { ip } => check_ip(cli, limit, ip).await,
         Command::Feeds { action } => feeds(cli, limit, action).await,
         Command::Status => status(cli, limit).await,
+        Command::Explain(args) => explain(cli, limit, args).await,
+        Command::Events(args) => {
+            // `main` streams events itself (see [`events`]); here they are collected, bounded
+            // by --timeout like every other command.
+            let mut lines = Vec::new();
+            events(cli, args, |line| {
+                lines.push(line.to_owned());
+                Ok(())
+            })
+            .await?;
+            Ok(Output::ok(lines.join("\n")))
+        }
+    }
+}
+
+async fn explain(cli: &Cli, limit: Duration, args: &ExplainArgs) -> Result<Output, CtlError> {
+    let ip = validate_address(&args.ip)?.to_string();
+    let query = pb::ExplainQuery {
+        ip: ip.clone(),
+        port: args.port.map_or(0, u32::from),
+        sni: args.sni.clone().unwrap_or_default(),
+        dns: args.dns.clone(),
+        ja3: args.ja3.clone().unwrap_or_default(),
+        ja4: args.ja4.clone().unwrap_or_default(),
+    };
+    let mut client = AdminClient::connect(&cli.socket, limit).await?;
+    let response = client.explain(query).await?;
+    Ok(Output::ok(if cli.json {
+        json_text(&render::explain_json(&ip, &response))
+    } else {
+        render::explain_text(&ip, &response)
+    }))
+}
+
+/// `medsctl events`: print (through `print`, one line at a time, as the batches arrive) the
+/// recent events and, with `--follow`, new ones until the controller ends the stream. The
+/// connect is bounded by `--timeout`; a following stream is not.
+pub async fn events(
+    cli: &Cli,
+    args: &EventsArgs,
+    mut print: impl FnMut(&str) -> std::io::Result<()>,
+) -> Result<(), CtlError> {
+    let mut client = AdminClient::connect(&cli.socket, cli.time_limit()).await?;
+    let mut stream = client
+        .events(pb::EventsRequest {
+            follow: args.follow,
+            recent: args.recent,
+        })
+        .await?;
+    loop {
+        let batch = match stream.message().await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(client.stream_error(status)),
+        };
+        for line in render::event_lines(&batch, cli.json) {
+            if let Err(e) = print(&line) {
+                // A closed pipe (`medsctl events | head`) is the reader's choice.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(CtlError::Output(e.to_string()));
+            }
+        }
     }
 }
 

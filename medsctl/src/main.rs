@@ -5,13 +5,17 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use medsctl::cli::Cli;
+use medsctl::CtlError;
+use medsctl::cli::{Cli, Command, EventsArgs};
 use medsctl::error::EXIT_RUNTIME;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // Usage errors exit with 2 inside clap; --help and --version with 0.
     let cli = Cli::parse();
+    if let Command::Events(args) = &cli.command {
+        return events(&cli, args).await;
+    }
     match medsctl::run(&cli).await {
         Ok(output) => {
             if let Err(e) = print_line(&output.stdout) {
@@ -26,6 +30,37 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(output.code)
         }
+        Err(err) => {
+            eprintln!("medsctl: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// `medsctl events`: lines printed as they arrive; Ctrl-C (SIGINT) ends it with exit 0.
+/// Without `--follow` the whole command is bounded by `--timeout`, like every other one.
+async fn events(cli: &Cli, args: &EventsArgs) -> ExitCode {
+    let streaming = async {
+        let streaming = medsctl::events(cli, args, print_line);
+        if args.follow {
+            return streaming.await;
+        }
+        let limit = cli.time_limit();
+        tokio::time::timeout(limit, streaming)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CtlError::Timeout {
+                    socket: cli.socket.clone(),
+                    after: limit,
+                })
+            })
+    };
+    let result = tokio::select! {
+        r = streaming => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("medsctl: {err}");
             ExitCode::from(err.exit_code())

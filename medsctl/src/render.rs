@@ -858,6 +858,202 @@ fn duration_text(secs: u64) -> String {
     parts.join(" ")
 }
 
+/// The lower-case word of an explain outcome (as in the REST API).
+pub fn outcome_word(raw: i32) -> &'static str {
+    match pb::ExplainOutcome::try_from(raw) {
+        Ok(pb::ExplainOutcome::Match) => "match",
+        Ok(pb::ExplainOutcome::NoMatch) => "no_match",
+        Ok(pb::ExplainOutcome::NotReached) => "not_reached",
+        Ok(pb::ExplainOutcome::Skipped) => "skipped",
+        Ok(pb::ExplainOutcome::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+/// `explain` as text: one row per step in chain order, then the decision, the generation and
+/// the offload note. A matching step shows `MATCH` and its verdict.
+pub fn explain_text(ip: &str, r: &pb::ExplainResponse) -> String {
+    let mut builder = Builder::default();
+    builder.push_record(["#", "FILTER", "LIST", "OUTCOME", "DETAIL"]);
+    for (i, step) in r.steps.iter().enumerate() {
+        let outcome = match pb::ExplainOutcome::try_from(step.outcome) {
+            Ok(pb::ExplainOutcome::Match) if !step.verdict.is_empty() => {
+                format!("MATCH → {} ({})", step.verdict, printable(&step.reason))
+            }
+            Ok(pb::ExplainOutcome::Match) => "MATCH".to_string(),
+            _ => outcome_word(step.outcome).replace('_', " "),
+        };
+        builder.push_record([
+            (i + 1).to_string(),
+            printable(&step.filter),
+            printable(&step.list),
+            outcome,
+            clip(&printable(&step.detail), 80),
+        ]);
+    }
+    let mut out = grid(builder);
+    let mut kv = Builder::default();
+    kv.push_record([
+        "decision".to_string(),
+        format!(
+            "{} ({}/{}) for {ip}",
+            printable(&r.verdict),
+            printable(&r.filter),
+            printable(&r.reason)
+        ),
+    ]);
+    kv.push_record(["generation".to_string(), r.generation.to_string()]);
+    kv.push_record(["offload".to_string(), or_dash(&printable(&r.offload))]);
+    out.push_str("\n\n");
+    out.push_str(&key_values(kv));
+    out
+}
+
+/// `explain --json`: the REST document of `GET /v1/explain/{ip}`.
+pub fn explain_json(ip: &str, r: &pb::ExplainResponse) -> Value {
+    let steps: Vec<Value> = r
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "filter": s.filter,
+                "list": s.list,
+                "outcome": outcome_word(s.outcome),
+                "detail": s.detail,
+                "verdict": s.verdict,
+                "reason": s.reason,
+            })
+        })
+        .collect();
+    json!({
+        "ip": ip,
+        "generation": r.generation,
+        "steps": steps,
+        "verdict": r.verdict,
+        "filter": r.filter,
+        "reason": r.reason,
+        "offload": r.offload,
+    })
+}
+
+/// The lines `events` prints for one batch: a suppressed note first when some were missed,
+/// then one line per event (text, or the REST NDJSON object with `json`).
+pub fn event_lines(batch: &pb::EventBatch, json: bool) -> Vec<String> {
+    let mut lines = Vec::with_capacity(batch.events.len() + 1);
+    if batch.suppressed > 0 {
+        lines.push(if json {
+            json!({ "suppressed": batch.suppressed }).to_string()
+        } else {
+            format!(
+                "({} drop decisions not shown: not sampled, or missed)",
+                batch.suppressed
+            )
+        });
+    }
+    for e in &batch.events {
+        lines.push(if json {
+            event_json(e).to_string()
+        } else {
+            event_text(e)
+        });
+    }
+    lines
+}
+
+/// `2026-11-29T02:30:00.123Z  203.0.113.7:40000 → :443 tcp  ip/BlackList  sni=… dns=… ja3=… ja4=…`
+pub fn event_text(e: &pb::DropEvent) -> String {
+    let mut line = format!(
+        "{}  {} → :{} {}  {}/{}",
+        iso_time_ms(e.time_unix_ms),
+        endpoint(&e.source, e.source_port),
+        e.destination_port,
+        protocol_name(e.protocol),
+        printable(&e.filter),
+        printable(&e.reason),
+    );
+    for (key, value) in [
+        ("sni", &e.sni),
+        ("dns", &e.dns),
+        ("ja3", &e.ja3),
+        ("ja4", &e.ja4),
+    ] {
+        if !value.is_empty() {
+            line.push_str(&format!("  {key}={}", printable(value)));
+        }
+    }
+    line
+}
+
+/// One event as in `GET /v1/events`: `time` (RFC 3339, UTC, milliseconds), `source`,
+/// `source_port`, `destination_port`, `protocol` (name where known, else the number),
+/// `filter`, `reason`, `sni`/`dns`/`ja3`/`ja4` only when present, `queue`.
+pub fn event_json(e: &pb::DropEvent) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("time".into(), Value::from(iso_time_ms(e.time_unix_ms)));
+    m.insert("source".into(), Value::from(address(&e.source)));
+    m.insert("source_port".into(), Value::from(e.source_port));
+    m.insert("destination_port".into(), Value::from(e.destination_port));
+    m.insert(
+        "protocol".into(),
+        match protocol_name(e.protocol) {
+            name if name.parse::<u32>().is_ok() => Value::from(e.protocol),
+            name => Value::from(name),
+        },
+    );
+    m.insert("filter".into(), Value::from(e.filter.as_str()));
+    m.insert("reason".into(), Value::from(e.reason.as_str()));
+    for (key, value) in [
+        ("sni", &e.sni),
+        ("dns", &e.dns),
+        ("ja3", &e.ja3),
+        ("ja4", &e.ja4),
+    ] {
+        if !value.is_empty() {
+            m.insert(key.into(), Value::from(value.as_str()));
+        }
+    }
+    m.insert("queue".into(), Value::from(e.queue));
+    Value::Object(m)
+}
+
+/// `tcp`, `udp`, `icmp`, `icmpv6`, else the number.
+fn protocol_name(protocol: u32) -> String {
+    match protocol {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}
+
+fn address(bytes: &[u8]) -> String {
+    if let Ok(a) = <[u8; 4]>::try_from(bytes) {
+        std::net::IpAddr::from(a).to_string()
+    } else if let Ok(a) = <[u8; 16]>::try_from(bytes) {
+        std::net::IpAddr::from(a).to_string()
+    } else {
+        "?".to_string()
+    }
+}
+
+/// `203.0.113.7:40000`, `[2001:db8::1]:40000`.
+fn endpoint(bytes: &[u8], port: u32) -> String {
+    if bytes.len() == 16 {
+        format!("[{}]:{port}", address(bytes))
+    } else {
+        format!("{}:{port}", address(bytes))
+    }
+}
+
+/// `2024-05-01T12:00:00.123Z` (UTC).
+pub fn iso_time_ms(unix_ms: u64) -> String {
+    let secs = iso_time(unix_ms / 1000);
+    match secs.strip_suffix('Z') {
+        Some(base) => format!("{base}.{:03}Z", unix_ms % 1000),
+        None => secs,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // Tests panic on purpose.
 mod tests {

@@ -17,6 +17,7 @@ use meds_proto::pb;
 use meds_proto::pb::admin_server::{Admin, AdminServer};
 use meds_proto::{Entry, ListKind};
 use serde_json::{Value, json};
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 /// What the fake controller stores and how it behaves.
@@ -47,6 +48,12 @@ struct State {
     last_configure: Option<pb::ConfigureFeedRequest>,
     /// The CheckIp answers, by address.
     reports: BTreeMap<String, pb::CheckIpResponse>,
+    /// The last Explain query.
+    last_explain: Option<pb::ExplainQuery>,
+    /// The events the fake has (oldest first); a follower gets them, then nothing more.
+    events: Vec<pb::DropEvent>,
+    /// The last Events request.
+    last_events: Option<pb::EventsRequest>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -404,22 +411,102 @@ impl Admin for FakeController {
         Ok(Response::new(pb::UpdateFeedsResponse { feeds: out }))
     }
 
-    // TODO(issue 6): fakes for explain and events come with the real services.
+    /// Like the controller: validated fields, FAILED_PRECONDITION without a dataplane; the
+    /// dataplane behind it blocks 203.0.113.0/24.
     async fn explain(
         &self,
-        _: Request<pb::ExplainQuery>,
+        request: Request<pb::ExplainQuery>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
-        Err(Status::unimplemented("explain"))
+        let mut state = self.state();
+        state.calls.push("Explain");
+        let q = request.into_inner();
+        state.last_explain = Some(q.clone());
+        if !q.ja3.is_empty() {
+            q.ja3
+                .parse::<meds_proto::Ja3Hash>()
+                .map_err(|e| Status::invalid_argument(format!("ja3: {e}")))?;
+        }
+        if !state.dataplane_connected {
+            return Err(Status::failed_precondition(
+                "no enforcing dataplane is connected (observers do not count)",
+            ));
+        }
+        let blocked = q.ip.starts_with("203.0.113.");
+        let step =
+            |list: &str, outcome: pb::ExplainOutcome, detail: &str, verdict: &str, reason: &str| {
+                pb::ExplainStep {
+                    filter: "ip".into(),
+                    list: list.into(),
+                    outcome: outcome as i32,
+                    detail: detail.into(),
+                    verdict: verdict.into(),
+                    reason: reason.into(),
+                }
+            };
+        let response = if blocked {
+            pb::ExplainResponse {
+                steps: vec![
+                    step("whitelist", pb::ExplainOutcome::NoMatch, "", "", ""),
+                    step(
+                        "blacklist",
+                        pb::ExplainOutcome::Match,
+                        "203.0.113.0/24",
+                        "drop",
+                        "BlackList",
+                    ),
+                    step("firehol", pb::ExplainOutcome::NotReached, "", "", ""),
+                ],
+                verdict: "drop".into(),
+                filter: "ip".into(),
+                reason: "BlackList".into(),
+                generation: state.generation,
+                offload: "blocked (offloaded)".into(),
+                ..pb::ExplainResponse::default()
+            }
+        } else {
+            pb::ExplainResponse {
+                steps: vec![
+                    step("whitelist", pb::ExplainOutcome::NoMatch, "", "", ""),
+                    step("blacklist", pb::ExplainOutcome::NoMatch, "", "", ""),
+                    step("firehol", pb::ExplainOutcome::Skipped, "empty list", "", ""),
+                ],
+                verdict: "accept".into(),
+                filter: "empty".into(),
+                reason: "default".into(),
+                generation: state.generation,
+                offload: "trusted (offloaded)".into(),
+                ..pb::ExplainResponse::default()
+            }
+        };
+        Ok(Response::new(response))
     }
 
     type EventsStream =
         std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
 
+    /// The last `recent` events in one batch (with a suppressed count when some were left
+    /// out); with `follow` the stream then stays open, silent.
     async fn events(
         &self,
-        _: Request<pb::EventsRequest>,
+        request: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Err(Status::unimplemented("events"))
+        let mut state = self.state();
+        state.calls.push("Events");
+        let req = request.into_inner();
+        state.last_events = Some(req);
+        let skip = state.events.len().saturating_sub(req.recent as usize);
+        let batch = pb::EventBatch {
+            events: state.events[skip..].to_vec(),
+            suppressed: skip as u64,
+        };
+        let first = tokio_stream::once(Ok(batch));
+        if req.follow {
+            Ok(Response::new(Box::pin(
+                first.chain(tokio_stream::pending()),
+            )))
+        } else {
+            Ok(Response::new(Box::pin(first)))
+        }
     }
 
     async fn configure_feed(
@@ -2005,4 +2092,201 @@ fn feeds_list_shows_the_domain_and_fingerprint_feeds() {
         .map(|f| f["list"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["stevenblack", "someonewhocares", "sslbl_ja3"]);
+}
+
+#[test]
+fn explain_as_a_table_and_as_json() {
+    let h = Harness::start();
+    let run = h.run(&[
+        "explain",
+        "203.0.113.7",
+        "--port",
+        "443",
+        "--sni",
+        "www.example.com",
+        "--dns",
+        "a.example",
+        "--dns",
+        "b.example",
+    ]);
+    // a dropped packet is an answer, not an error
+    assert_ok(&run);
+    let want = [
+        " # | FILTER | LIST      | OUTCOME                  | DETAIL",
+        "---+--------+-----------+--------------------------+----------------",
+        " 1 | ip     | whitelist | no match                 |",
+        " 2 | ip     | blacklist | MATCH → drop (BlackList) | 203.0.113.0/24",
+        " 3 | ip     | firehol   | not reached              |",
+        "",
+        "decision    drop (ip/BlackList) for 203.0.113.7",
+        "generation  0",
+        "offload     blocked (offloaded)",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    let q = h.fake.state().last_explain.clone().unwrap();
+    assert_eq!(
+        (q.ip.as_str(), q.port, q.sni.as_str()),
+        ("203.0.113.7", 443, "www.example.com")
+    );
+    assert_eq!(q.dns, ["a.example", "b.example"]);
+
+    let run = h.run(&["--json", "explain", "2001:DB8::1"]);
+    assert_ok(&run);
+    assert_eq!(
+        run.json(),
+        json!({
+            "ip": "2001:db8::1",
+            "generation": 0,
+            "steps": [
+                {"filter":"ip","list":"whitelist","outcome":"no_match","detail":"","verdict":"","reason":""},
+                {"filter":"ip","list":"blacklist","outcome":"no_match","detail":"","verdict":"","reason":""},
+                {"filter":"ip","list":"firehol","outcome":"skipped","detail":"empty list","verdict":"","reason":""}
+            ],
+            "verdict": "accept",
+            "filter": "empty",
+            "reason": "default",
+            "offload": "trusted (offloaded)"
+        })
+    );
+}
+
+#[test]
+fn explain_errors() {
+    let h = Harness::start();
+    // a bad address is refused locally: exit 4, nothing sent
+    let run = h.run(&["explain", "300.1.1.1"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("300.1.1.1"), "{run:?}");
+    // a port out of range is a usage error (clap)
+    let run = h.run(&["explain", "203.0.113.7", "--port", "70000"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!h.calls().contains(&"Explain"));
+    // refused by the controller: exit 4, naming the field
+    let run = h.run(&["explain", "203.0.113.7", "--ja3", "xyz"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("ja3: "), "{run:?}");
+    assert_eq!(run.stdout, "");
+    // no dataplane: a controller-side failure, exit 3
+    h.fake.state().dataplane_connected = false;
+    let run = h.run(&["explain", "203.0.113.7"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("no enforcing dataplane"), "{run:?}");
+    // no controller at all: exit 3 naming the socket
+    let run = run_with_socket(
+        &h.dir.path().join("missing.sock"),
+        &["explain", "203.0.113.7"],
+    );
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("missing.sock"), "{run:?}");
+}
+
+fn drop_event(last: u8, sni: &str) -> pb::DropEvent {
+    pb::DropEvent {
+        time_unix_ms: 1_764_383_400_123,
+        source: vec![203, 0, 113, last],
+        source_port: 40_000,
+        destination_port: 443,
+        protocol: 6,
+        filter: if sni.is_empty() { "ip" } else { "domain" }.into(),
+        reason: "BlackList".into(),
+        sni: sni.into(),
+        queue: 1,
+        ..pb::DropEvent::default()
+    }
+}
+
+#[test]
+fn events_as_lines_and_as_json() {
+    let h = Harness::start();
+    h.fake.state().events = vec![
+        drop_event(1, ""),
+        drop_event(2, ""),
+        drop_event(3, "bad.example"),
+        pb::DropEvent {
+            source: vec![0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            protocol: 47,
+            ja3: "b386946a5a44d1ddcc843bc75336dfce".into(),
+            ..drop_event(4, "")
+        },
+    ];
+    let run = h.run(&["events", "--recent", "3"]);
+    assert_ok(&run);
+    let want = [
+        "(1 drop decisions not shown: not sampled, or missed)",
+        "2025-11-29T02:30:00.123Z  203.0.113.2:40000 → :443 tcp  ip/BlackList",
+        "2025-11-29T02:30:00.123Z  203.0.113.3:40000 → :443 tcp  domain/BlackList  sni=bad.example",
+        "2025-11-29T02:30:00.123Z  [2001:db8::1]:40000 → :443 47  ip/BlackList  ja3=b386946a5a44d1ddcc843bc75336dfce",
+        "",
+    ];
+    assert_eq!(run.stdout, want.join("\n"));
+    assert_eq!(
+        h.fake.state().last_events,
+        Some(pb::EventsRequest {
+            follow: false,
+            recent: 3
+        })
+    );
+
+    let run = h.run(&["events", "--json"]);
+    assert_ok(&run);
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        lines[2],
+        json!({"time":"2025-11-29T02:30:00.123Z","source":"203.0.113.3","source_port":40000,
+               "destination_port":443,"protocol":"tcp","filter":"domain","reason":"BlackList",
+               "sni":"bad.example","queue":1})
+    );
+    assert_eq!(lines[3]["protocol"], 47);
+    assert_eq!(lines[3]["source"], "2001:db8::1");
+    // the default asks for the 100 most recent
+    assert_eq!(h.fake.state().last_events.unwrap().recent, 100);
+
+    // nothing recorded: no output, exit 0
+    h.fake.state().events.clear();
+    let run = h.run(&["events"]);
+    assert_ok(&run);
+    assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn events_follow_ends_cleanly_on_ctrl_c() {
+    use std::io::BufRead as _;
+    let h = Harness::start();
+    h.fake.state().events = vec![drop_event(9, "")];
+    let mut child = medsctl()
+        .arg("--socket")
+        .arg(&h.socket)
+        .args(["--json", "events", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let line: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(line["source"], "203.0.113.9");
+    // still running (following, beyond the default 10 s timeout would not matter here)
+    assert!(child.try_wait().unwrap().is_none());
+    // SAFETY: signalling our own child process.
+    let pid = i32::try_from(child.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(stderr, "");
+    assert_eq!(
+        h.fake.state().last_events,
+        Some(pb::EventsRequest {
+            follow: true,
+            recent: 100
+        })
+    );
 }

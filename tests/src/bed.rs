@@ -251,6 +251,9 @@ pub struct Options {
     pub confined_dataplane: bool,
     /// Extra flags for meds-dataplane (e.g. rate-limiter settings).
     pub dataplane_args: &'static [&'static str],
+    /// The dataplane's `MEDS_LOG` filter instead of the beds' default (`info` with the
+    /// dataplane at debug, or `MEDS_E2E_LOG`), e.g. `info` to see what an operator sees.
+    pub dataplane_log_filter: Option<&'static str>,
 }
 
 /// The capabilities a confined dataplane keeps (CAP_NET_ADMIN = 12, CAP_NET_RAW = 13).
@@ -410,7 +413,12 @@ impl Bed {
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")
             // --log-level takes a bare level; MEDS_LOG takes directives and wins.
-            .env("MEDS_LOG", log_filter(DATAPLANE_LOG));
+            .env(
+                "MEDS_LOG",
+                self.options
+                    .dataplane_log_filter
+                    .map_or_else(|| log_filter(DATAPLANE_LOG), str::to_owned),
+            );
         self.dataplane = Some(Daemon::spawn(
             "meds-dataplane",
             &mut cmd,

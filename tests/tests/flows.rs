@@ -235,6 +235,7 @@ const BURST: u64 = 40;
 const LIMITED: Options = Options {
     confined_dataplane: false,
     dataplane_args: &["--rate-limiter-rate", "20", "--rate-limiter-burst", "40"],
+    dataplane_log_filter: None,
 };
 
 /// Send `count` UDP datagrams to the echo server, each from a new socket (a new flow, so
@@ -317,6 +318,7 @@ fn the_rate_limiter_bounds_new_flows_per_source() -> Result<()> {
 const TWO_READERS: Options = Options {
     confined_dataplane: false,
     dataplane_args: &["--readers-count", "2"],
+    dataplane_log_filter: None,
 };
 
 #[test]

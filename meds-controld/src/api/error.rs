@@ -39,6 +39,15 @@ pub enum ApiError {
     /// 413: the body or the number of entries is over a limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 503: a service the request needs is not there (no connected dataplane).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 504: the dataplane did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// 500 with a message for the client: the dataplane refused what we asked (its text).
+    #[error("{0}")]
+    Dataplane(String),
     /// 500: something failed on our side. `detail` is logged, never sent.
     #[error("internal error")]
     Internal { detail: String },
@@ -59,7 +68,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Dataplane(_) | ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -107,6 +118,23 @@ impl From<crate::feeds::FeedsError> for ApiError {
             FeedsError::Fetch(_) => ApiError::Internal {
                 detail: err.to_string(),
             },
+        }
+    }
+}
+
+impl From<crate::explain::ExplainError> for ApiError {
+    fn from(err: crate::explain::ExplainError) -> ApiError {
+        use crate::explain::ExplainError;
+        match err {
+            ExplainError::Invalid { .. } => ApiError::BadRequest(err.to_string()),
+            ExplainError::NoDataplane | ExplainError::Busy => {
+                ApiError::Unavailable(err.to_string())
+            }
+            ExplainError::Timeout(_) => ApiError::GatewayTimeout(err.to_string()),
+            ExplainError::Refused(_) => {
+                tracing::error!(error = %err, "the dataplane refused an explain request");
+                ApiError::Dataplane(err.to_string())
+            }
         }
     }
 }

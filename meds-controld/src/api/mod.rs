@@ -38,6 +38,8 @@
 //! | GET | `/v1/feeds` | — | 200 `{"feeds":[…]}` every feed's status (see `feeds`) |
 //! | POST | `/v1/feeds/update` | none or `{"names":["feodo"]}` | 200 `{"feeds":[…]}` after the attempts |
 //! | PATCH | `/v1/feeds/{name}` | `{"enabled":bool,"url":"…"}` (either or both) | 200 the feed's status |
+//! | GET | `/v1/explain/{ip}?port=&sni=&dns=&ja3=&ja4=` | — | 200 the live chain's steps and decision (see `explain`); 503 without a dataplane, 504 when it does not answer in 2 s |
+//! | GET | `/v1/events?recent=N&follow=BOOL` | — | 200 `application/x-ndjson`, one drop event per line (see `events`) |
 //!
 //! `{list}` is `whitelist` (the allowlist) or `blacklist` (the blocklist). One set of handlers
 //! serves every list route (see `lists`). Countries are ISO 3166-1 alpha-2 codes (plus `xk`);
@@ -63,7 +65,10 @@
 //!   (`/v1/whitelist/subnets/2001:db8::/32`). A query is found when a stored prefix covers it;
 //!   a domain is found when it or a parent domain is stored.
 //! * Errors are `{"error":"…"}` with 400, 401, 404, 405, 408 (request timeout), 413 (body or
-//!   entry count over the limit) or 500 (detail only in the log); see [`error`].
+//!   entry count over the limit), 500 (detail only in the log; for explain, the dataplane's
+//!   refusal), 503 (explain without a dataplane) or 504 (explain unanswered); see [`error`].
+//! * The request timeout bounds the time to the response head only: a following
+//!   `/v1/events` stream is not cut by it.
 //!
 //! Must not: contain policy logic (handlers decode, call [`Controller`], encode), log
 //! credentials, or answer anything without authentication.
@@ -72,6 +77,8 @@ pub mod auth;
 mod body;
 mod check;
 pub mod error;
+mod events;
+mod explain;
 mod feeds;
 mod lists;
 pub mod openapi;
@@ -95,6 +102,8 @@ use crate::core::{Controller, MAX_ENTRIES_PER_REQUEST};
 
 pub use auth::{Credentials, CredentialsError};
 pub use error::ApiError;
+pub use events::{batch_lines, event_json};
+pub use explain::{ExplainJson, StepJson};
 pub use feeds::FeedsResponse;
 pub use lists::{ChangeResponse, CheckResponse};
 pub use serve::{ServeOptions, serve, serve_with};
@@ -157,6 +166,16 @@ pub fn router_with_feeds(
     app = app.route(
         "/v1/check/{*ip}",
         get(move |ip: Result<Path<String>, PathRejection>| check::check(Arc::clone(&ip_check), ip)),
+    );
+    let s_explain = Arc::clone(&state);
+    app = app.route(
+        "/v1/explain/{*ip}",
+        get(move |ip, params| explain::explain(Arc::clone(&s_explain), ip, params)),
+    );
+    let s_events = Arc::clone(&state);
+    app = app.route(
+        "/v1/events",
+        get(move |params| events::events(Arc::clone(&s_events), params)),
     );
     if let Some(feeds) = feeds {
         app = feeds::routes(app, feeds);
