@@ -36,6 +36,7 @@ pub mod nfqueue;
 pub mod offload;
 pub mod packet;
 pub mod policy;
+pub mod procfs;
 pub mod ratelimit;
 pub mod replay;
 pub mod revoke;
@@ -65,7 +66,7 @@ use crate::nfqueue::{NfQueue, NfQueueError, QueueConfig};
 use crate::policy::PolicyStore;
 use crate::ratelimit::RateLimiter;
 use crate::revoke::Revoker;
-use crate::sync::{SyncClient, SyncConfig};
+use crate::sync::{StatsSources, SyncClient, SyncConfig};
 
 /// The state file is written at most this often (always the latest policy).
 pub const STATE_WRITE_INTERVAL: Duration = Duration::from_secs(1);
@@ -214,12 +215,15 @@ pub fn run(
         running.threads.push((Some(queue_num), handle));
     }
     drop(worker_done_tx);
-    if let Some(revoker) = revoker {
+    let revocation = revoker
+        .as_ref()
+        .map(|_| Arc::new(revoke::RevocationCounters::default()));
+    if let (Some(revoker), Some(revocation)) = (revoker, revocation.clone()) {
         let live = Arc::clone(&live);
         let stop = Arc::clone(&running.stop);
         let handle = thread::Builder::new()
             .name("meds-revoke".to_owned())
-            .spawn(move || revoke::watch(revoker, live, stop))
+            .spawn(move || revoke::watch(revoker, live, stop, revocation))
             .map_err(RunError::RevokeSpawn)?;
         running.threads.push((None, handle));
     }
@@ -238,7 +242,13 @@ pub fn run(
     let mut sync_cfg = SyncConfig::new(&config.sync_socket, queue_nums);
     sync_cfg.started_at_unix = unix_now();
     sync_cfg.settings = Some(settings(&config));
-    let client = SyncClient::new(sync_cfg, Arc::clone(&store), Arc::clone(&counters));
+    let client = SyncClient::new(sync_cfg, Arc::clone(&store), Arc::clone(&counters)).with_sources(
+        StatsSources {
+            limiter: limiter.clone(),
+            revocation,
+            nfqueue_proc: Some(procfs::NFQUEUE_PROC.into()),
+        },
+    );
     let sync_task = runtime.spawn(client.run(control_stopped.clone()));
     let persist_task = runtime.spawn(policy::persist(
         Arc::clone(&store),

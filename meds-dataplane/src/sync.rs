@@ -12,11 +12,12 @@
 //! (reset after a stream that applied an update). Input from the controller never panics this
 //! task. Nothing here runs on the packet path.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
@@ -29,6 +30,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::counters::Counters;
 use crate::policy::PolicyStore;
+use crate::procfs::{self, Unwrap};
+use crate::ratelimit::RateLimiter;
+use crate::revoke::RevocationCounters;
 
 /// Messages the dataplane may have queued for the controller before sending blocks.
 const OUTBOUND_CAPACITY: usize = 32;
@@ -75,6 +79,9 @@ pub struct SyncConfig {
     pub queues: Vec<u32>,
     /// Process start, seconds since the Unix epoch (sent with the stats).
     pub started_at_unix: u64,
+    /// Random, non-zero, chosen once per process (sent with the stats): the controller folds
+    /// the counters of each instance into its totals once.
+    pub instance_id: u64,
     /// How often stats are sent.
     pub stats_interval: Duration,
     pub backoff: Backoff,
@@ -95,12 +102,44 @@ impl SyncConfig {
             started_at_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            instance_id: random_instance_id(),
             stats_interval: Duration::from_secs(1),
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
             settings: None,
         }
     }
+}
+
+/// Where the stats beyond the packet counters come from ([`SyncClient::with_sources`]).
+/// Everything here is read by the sync task once per stats message, off the packet path.
+#[derive(Default)]
+pub struct StatsSources {
+    /// The shared rate limiter; `None`: it is off (no rate-limiter stats are sent).
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// The revocation thread's counters; `None`: no revocation thread (offload off, or no
+    /// ctnetlink).
+    pub revocation: Option<Arc<RevocationCounters>>,
+    /// The kernel's NFQUEUE file ([`procfs::NFQUEUE_PROC`]); `None`: queues not reported.
+    pub nfqueue_proc: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StatsSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsSources")
+            .field("limiter", &self.limiter.is_some())
+            .field("revocation", &self.revocation)
+            .field("nfqueue_proc", &self.nfqueue_proc)
+            .finish()
+    }
+}
+
+/// 64-bit totals of one queue's 32-bit kernel counters.
+#[derive(Debug, Default)]
+struct QueueTotals {
+    queue_dropped: Unwrap,
+    user_dropped: Unwrap,
+    enqueued: Unwrap,
 }
 
 /// Counters of the sync client, readable from any thread.
@@ -167,6 +206,10 @@ pub struct SyncClient {
     store: Arc<PolicyStore>,
     counters: Arc<Counters>,
     stats: Arc<SyncStats>,
+    sources: StatsSources,
+    /// Per queue, the kernel's wrapping counters as running totals (only the sync task
+    /// touches it; a mutex because the stats are built through `&self`).
+    queue_totals: Mutex<BTreeMap<u32, QueueTotals>>,
 }
 
 impl SyncClient {
@@ -176,7 +219,15 @@ impl SyncClient {
             store,
             counters,
             stats: Arc::new(SyncStats::default()),
+            sources: StatsSources::default(),
+            queue_totals: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Report these sources in the stats too (rate limiter, revocation, kernel queues).
+    pub fn with_sources(mut self, sources: StatsSources) -> SyncClient {
+        self.sources = sources;
+        self
     }
 
     pub fn stats(&self) -> Arc<SyncStats> {
@@ -340,9 +391,47 @@ impl SyncClient {
         }
     }
 
-    fn stats_message(&self) -> pb::DataplaneStats {
+    /// The stats message: the packet counters (cumulative for this process, tagged with its
+    /// instance id) and the other sources' current values.
+    pub(crate) fn stats_message(&self) -> pb::DataplaneStats {
         let snapshot = self.counters.snapshot();
+        let named = |name: String, count: u64| pb::NamedCount { name, count };
         pb::DataplaneStats {
+            instance_id: self.cfg.instance_id,
+            recv_errors: snapshot.recv_errors,
+            trusted: snapshot
+                .trusted
+                .iter()
+                .map(|&(reason, n)| named(reason.label().to_owned(), n))
+                .collect(),
+            flows_blocked: snapshot.flows_blocked,
+            inspect: snapshot
+                .inspect
+                .iter()
+                .map(|&(event, n)| {
+                    let (family, name) = event.label();
+                    named(format!("{family}_{name}"), n)
+                })
+                .collect(),
+            revocation: self.sources.revocation.as_ref().map(|r| {
+                let s = r.snapshot();
+                pb::RevocationStats {
+                    passes: s.passes,
+                    flows_revoked: s.flows_revoked,
+                    flows_released: s.flows_released,
+                    errors: s.errors,
+                }
+            }),
+            rate_limiter: self.sources.limiter.as_ref().map(|l| pb::RateLimiterStats {
+                keys: l.keys() as u64,
+                // one table per address family, each of `capacity()` keys
+                capacity: (l.capacity() as u64).saturating_mul(2),
+                untracked: l.untracked(),
+            }),
+            queues: self.queue_stats(),
+            resident_memory_bytes: procfs::resident_memory_bytes().unwrap_or(0),
+            events_sampled: snapshot.events_sampled,
+            events_suppressed: snapshot.events_suppressed,
             packets_processed: snapshot.packets_processed,
             decisions: snapshot
                 .decisions
@@ -357,7 +446,39 @@ impl SyncClient {
             updates_rejected: self.stats.updates_rejected(),
             verdict_errors: snapshot.verdict_errors,
             started_at_unix: self.cfg.started_at_unix,
-            ..pb::DataplaneStats::default()
+        }
+    }
+
+    /// This dataplane's queues as the kernel sees them, counters unwrapped to 64 bits.
+    fn queue_stats(&self) -> Vec<pb::QueueStats> {
+        let Some(path) = &self.sources.nfqueue_proc else {
+            return Vec::new();
+        };
+        let lines = procfs::read_queues(path, &self.cfg.queues);
+        let mut totals = self.queue_totals.lock().unwrap_or_else(|e| e.into_inner());
+        lines
+            .iter()
+            .map(|line| {
+                let t = totals.entry(line.queue).or_default();
+                pb::QueueStats {
+                    queue: line.queue,
+                    waiting: u64::from(line.waiting),
+                    queue_dropped: t.queue_dropped.update(line.queue_dropped),
+                    user_dropped: t.user_dropped.update(line.user_dropped),
+                    enqueued: t.enqueued.update(line.id_sequence),
+                    not_queued: 0,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A random non-zero instance id.
+fn random_instance_id() -> u64 {
+    loop {
+        let id = random_u64();
+        if id != 0 {
+            return id;
         }
     }
 }
