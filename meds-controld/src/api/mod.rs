@@ -36,6 +36,7 @@
 //! | GET | `/v1/feeds` | — | 200 `{"feeds":[…]}` every feed's status (see `feeds`) |
 //! | POST | `/v1/feeds/update` | none or `{"names":["feodo"]}` | 200 `{"feeds":[…]}` after the attempts |
 //! | PATCH | `/v1/feeds/{name}` | `{"enabled":bool,"url":"…"}` (either or both) | 200 the feed's status |
+//! | GET | `/v1/metrics`, `/metrics` | — | 200 Prometheus text exposition (see [`crate::metrics`]) |
 //!
 //! `{list}` is `whitelist` (the allowlist) or `blacklist` (the blocklist). One set of handlers
 //! serves every list route (see `lists`). Countries are ISO 3166-1 alpha-2 codes (plus `xk`);
@@ -72,6 +73,7 @@ mod check;
 pub mod error;
 mod feeds;
 mod lists;
+mod metrics;
 mod serve;
 mod status;
 
@@ -152,6 +154,18 @@ pub fn router_with_feeds(
         "/v1/check/{*ip}",
         get(move |ip: Result<Path<String>, PathRejection>| check::check(Arc::clone(&ip_check), ip)),
     );
+    let exposition =
+        match crate::metrics::Metrics::new(Arc::clone(&state.controller), feeds.clone()) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(error) => {
+                tracing::error!(error = %error, "metrics are unavailable");
+                None
+            }
+        };
+    for path in ["/v1/metrics", "/metrics"] {
+        let exposition = exposition.clone();
+        app = app.route(path, get(move || metrics::metrics(exposition.clone())));
+    }
     if let Some(feeds) = feeds {
         app = feeds::routes(app, feeds);
     }
