@@ -29,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::counters::Counters;
+use crate::firewall::QueueRuleCount;
 use crate::policy::PolicyStore;
 use crate::procfs::{self, Unwrap};
 use crate::ratelimit::RateLimiter;
@@ -122,6 +123,40 @@ pub struct StatsSources {
     pub revocation: Option<Arc<RevocationCounters>>,
     /// The kernel's NFQUEUE file ([`procfs::NFQUEUE_PROC`]); `None`: queues not reported.
     pub nfqueue_proc: Option<PathBuf>,
+    /// The packet counters of our NFQUEUE rules, refreshed by another task (at most every
+    /// few seconds); `None`: `not_queued` is reported as 0.
+    pub queue_rules: Option<Arc<QueueRuleCounts>>,
+}
+
+/// The latest packet counters of the dataplane's NFQUEUE rules (see
+/// [`crate::firewall::Firewall::queue_rule_counts`]).
+#[derive(Debug, Default)]
+pub struct QueueRuleCounts(Mutex<Vec<QueueRuleCount>>);
+
+impl QueueRuleCounts {
+    pub fn set(&self, counts: Vec<QueueRuleCount>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = counts;
+    }
+
+    pub fn get(&self) -> Vec<QueueRuleCount> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Packets a queue rule passed without queueing them: the rule's packet counter minus what
+/// the kernel enqueued (`id_sequence`, which also counts the packets it then failed to deliver,
+/// `queue_user_dropped`) and dropped as full (`queue_dropped`) on the rule's queues; clamped
+/// at 0. The rule counters must be read *before* the queue counters, so that packets arriving
+/// in between can only lower the estimate.
+pub fn not_queued_estimate(rule: &QueueRuleCount, queues: &[pb::QueueStats]) -> u64 {
+    let handled = queues
+        .iter()
+        .filter(|q| (rule.first..=rule.last).contains(&q.queue))
+        .fold(0u64, |sum, q| {
+            sum.saturating_add(q.enqueued)
+                .saturating_add(q.queue_dropped)
+        });
+    rule.packets.saturating_sub(handled)
 }
 
 impl std::fmt::Debug for StatsSources {
@@ -140,6 +175,8 @@ struct QueueTotals {
     queue_dropped: Unwrap,
     user_dropped: Unwrap,
     enqueued: Unwrap,
+    /// Highest not-queued estimate so far (reported on the first queue of its rule).
+    not_queued: u64,
 }
 
 /// Counters of the sync client, readable from any thread.
@@ -454,9 +491,16 @@ impl SyncClient {
         let Some(path) = &self.sources.nfqueue_proc else {
             return Vec::new();
         };
+        // Rule counters first (they were read before this call), then the queues.
+        let rules = self
+            .sources
+            .queue_rules
+            .as_ref()
+            .map(|r| r.get())
+            .unwrap_or_default();
         let lines = procfs::read_queues(path, &self.cfg.queues);
         let mut totals = self.queue_totals.lock().unwrap_or_else(|e| e.into_inner());
-        lines
+        let mut queues: Vec<pb::QueueStats> = lines
             .iter()
             .map(|line| {
                 let t = totals.entry(line.queue).or_default();
@@ -469,7 +513,17 @@ impl SyncClient {
                     not_queued: 0,
                 }
             })
-            .collect()
+            .collect();
+        for rule in &rules {
+            let estimate = not_queued_estimate(rule, &queues);
+            if let Some(t) = totals.get_mut(&rule.first) {
+                t.not_queued = t.not_queued.max(estimate);
+            }
+        }
+        for q in &mut queues {
+            q.not_queued = totals.get(&q.queue).map_or(0, |t| t.not_queued);
+        }
+        queues
     }
 }
 
@@ -560,6 +614,33 @@ mod tests {
             max: Duration::ZERO,
         };
         assert_eq!(zero.delay(3, 99), Duration::ZERO);
+    }
+
+    #[test]
+    fn not_queued_is_what_the_rule_passed_beyond_the_queues() {
+        let q = |queue, enqueued, queue_dropped, user_dropped| pb::QueueStats {
+            queue,
+            enqueued,
+            queue_dropped,
+            user_dropped,
+            ..pb::QueueStats::default()
+        };
+        let rule = |first, last, packets| QueueRuleCount {
+            first,
+            last,
+            packets,
+        };
+        // user_dropped is part of enqueued (the kernel numbers the packet before sending it)
+        let queues = [q(0, 100, 5, 3), q(1, 50, 0, 0), q(9, 1000, 0, 0)];
+        assert_eq!(not_queued_estimate(&rule(0, 0, 120), &queues), 15);
+        assert_eq!(not_queued_estimate(&rule(0, 1, 160), &queues), 5);
+        // more handled than the rule counted (counters read in between, GSO segments): 0
+        assert_eq!(not_queued_estimate(&rule(0, 1, 10), &queues), 0);
+        assert_eq!(not_queued_estimate(&rule(4, 5, 10), &queues), 10);
+        assert_eq!(
+            not_queued_estimate(&rule(0, 0, u64::MAX), &[q(0, u64::MAX, 1, 0)]),
+            0
+        );
     }
 
     #[test]

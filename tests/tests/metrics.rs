@@ -167,6 +167,17 @@ fn metrics_count_traffic_and_never_go_down_across_restarts() -> Result<()> {
             enqueued >= (BLOCKED + OPEN) as f64,
             "meds_nfqueue_enqueued_total is {enqueued}"
         );
+        // nothing passed the queue rule without being queued (no fail-open, a reader bound):
+        // the estimate must not invent any
+        ensure!(
+            e.samples_of("meds_nfqueue_not_queued_total")
+                .next()
+                .is_some()
+                && e.sum("meds_nfqueue_not_queued_total") == 0.0,
+            "meds_nfqueue_not_queued_total: {:?}",
+            e.samples_of("meds_nfqueue_not_queued_total")
+                .collect::<Vec<_>>()
+        );
         let trusted = e.sum("meds_core_connections_trusted_total");
         ensure!(
             trusted >= OPEN as f64,
