@@ -4,6 +4,7 @@
 
 #[path = "../../tests/src/exposition.rs"]
 mod exposition;
+mod feeds_support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
-use meds_controld::api::{Credentials, Limits, router};
+use feeds_support::{FeedServer, config, feeds, fixture, update};
+use meds_controld::api::{Credentials, Limits, router, router_with_feeds};
 use meds_controld::core::{Controller, DataplaneStats, DecisionStat};
 use tower::ServiceExt as _;
 
@@ -105,4 +107,64 @@ async fn metrics_are_served_as_prometheus_text() {
         assert_eq!(e.value("meds_dataplane_connected", &[]), Some(1.0));
         assert!(e.types.contains_key("meds_list_entries"));
     }
+}
+
+#[tokio::test]
+async fn feed_metrics_follow_the_feeds() {
+    let server = FeedServer::start().await;
+    server.ok("/feodo", &fixture("feodo_ipblocklist.txt"));
+    let (controller, feeds) = feeds(config(&[("feodo", server.url("/feodo"))])).await;
+    let app = router_with_feeds(
+        Arc::clone(&controller),
+        Some(Arc::clone(&feeds)),
+        Credentials::new(USER, PASS).unwrap(),
+        Limits::default(),
+    );
+    let scrape = || async {
+        let (status, _, body) = get(&app, "/metrics", Some(basic(USER, PASS))).await;
+        assert_eq!(status, StatusCode::OK);
+        exposition::parse(&body).unwrap_or_else(|err| panic!("{err}\n{body}"))
+    };
+    let before = scrape().await;
+    let feed = [("feed", "feodo")];
+    assert_eq!(before.value("meds_feed_entries", &feed), Some(0.0));
+    assert_eq!(before.value("meds_feed_failures_total", &feed), Some(0.0));
+    // never fetched: no last-success timestamp
+    assert_eq!(
+        before.value("meds_feed_last_success_timestamp_seconds", &feed),
+        None
+    );
+
+    let status = update(&feeds, "feodo").await;
+    assert!(status.entries > 0, "{status:?}");
+    let after = scrape().await;
+    assert_eq!(
+        after.value("meds_feed_entries", &feed),
+        Some(status.entries as f64)
+    );
+    assert_eq!(
+        after.value("meds_feed_last_success_timestamp_seconds", &feed),
+        Some(status.last_success_unix as f64)
+    );
+    assert_eq!(
+        after.value("meds_feed_rejected_lines", &feed),
+        Some(status.rejected_lines as f64)
+    );
+    assert_eq!(
+        after.value("meds_list_entries", &[("list", "feodo")]),
+        Some(status.entries as f64)
+    );
+
+    // a failed fetch is counted
+    server.set("/feodo", feeds_support::Reply::Status(500, Vec::new()));
+    let failed = update(&feeds, "feodo").await;
+    assert_eq!(failed.failures, 1, "{failed:?}");
+    let e = scrape().await;
+    assert_eq!(e.value("meds_feed_failures_total", &feed), Some(1.0));
+    assert_eq!(
+        e.value("meds_feed_entries", &feed),
+        Some(status.entries as f64),
+        "the last good copy stays"
+    );
+    server.stop();
 }
