@@ -9,14 +9,15 @@
 //! Must not: do I/O other than through [`Store`], or hold a lock across an `.await`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use meds_proto::{Cidr, DomainName, Entry, IpAsn, ListKind};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::store::{Store, StoreError};
+use crate::store::{MetricRow, Store, StoreError};
+use crate::totals::{self, SeriesKey, Totals};
 
 /// Most entries one request may add or remove.
 pub const MAX_ENTRIES_PER_REQUEST: usize = 1_000_000;
@@ -24,6 +25,13 @@ pub const MAX_ENTRIES_PER_REQUEST: usize = 1_000_000;
 const DELTA_BUFFER: usize = 1024;
 /// Longest wait for the dataplane to acknowledge a change.
 pub const APPLY_WAIT: Duration = Duration::from_secs(2);
+/// Commit instants kept for generations not yet acknowledged (the oldest go first).
+const MAX_PENDING_COMMITS: usize = 1024;
+/// Shortest interval between two writes of the counter totals.
+pub const TOTALS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Told how long each acknowledged generation took from its commit to the dataplane's ack.
+pub type ApplyObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// Why a policy change failed. Nothing was changed when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +82,9 @@ pub struct Snapshot {
     pub lists: BTreeMap<ListKind, Vec<Entry>>,
 }
 
-/// Counters last reported by the dataplane.
+/// Counters last reported by the dataplane (cumulative for its instance; see
+/// [`crate::totals`] for the totals that survive restarts). Field meanings are those of
+/// `meds.v1.DataplaneStats`; label values are clipped (`grpc::stats_from_wire`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DataplaneStats {
     pub packets_processed: u64,
@@ -82,6 +92,57 @@ pub struct DataplaneStats {
     pub verdict_errors: u64,
     pub started_at_unix: u64,
     pub decisions: Vec<DecisionStat>,
+    /// 0: a dataplane older than the field.
+    pub instance_id: u64,
+    pub recv_errors: u64,
+    /// Flows offloaded as trusted, by the accepting decision's reason.
+    pub trusted: Vec<NamedStat>,
+    pub flows_blocked: u64,
+    /// Payload inspection events by name.
+    pub inspect: Vec<NamedStat>,
+    /// `None`: no revocation thread.
+    pub revocation: Option<RevocationStat>,
+    /// `None`: the rate limiter is off.
+    pub rate_limiter: Option<RateLimiterStat>,
+    pub queues: Vec<QueueStat>,
+    /// Gauge (0: unknown).
+    pub resident_memory_bytes: u64,
+    pub events_sampled: u64,
+    pub events_suppressed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedStat {
+    pub name: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RevocationStat {
+    pub passes: u64,
+    pub flows_revoked: u64,
+    pub flows_released: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RateLimiterStat {
+    /// Gauge: sources tracked now.
+    pub keys: u64,
+    /// Gauge: most sources it can track.
+    pub capacity: u64,
+    pub untracked: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStat {
+    pub queue: u32,
+    /// Gauge: packets waiting for a verdict.
+    pub waiting: u64,
+    pub queue_dropped: u64,
+    pub user_dropped: u64,
+    pub enqueued: u64,
+    pub not_queued: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -196,6 +257,15 @@ pub struct Controller {
     events: Arc<crate::events::EventHub>,
     /// Explain requests to the connected dataplane.
     explainer: Arc<crate::explain::Explainer>,
+    /// The dataplane's counter totals as last committed to the store (never ahead of it).
+    totals: RwLock<Arc<Totals>>,
+    /// Serialises the writers of `totals`.
+    totals_writer: tokio::sync::Mutex<()>,
+    /// The latest stats of the enforcing dataplane, for [`Controller::run_totals`].
+    reported: watch::Sender<Option<DataplaneStats>>,
+    /// When each generation not yet acknowledged was committed.
+    commits: Mutex<BTreeMap<u64, Instant>>,
+    apply_observer: OnceLock<ApplyObserver>,
 }
 
 /// Stored prefixes of `set` that cover `query`, most specific first.
@@ -242,6 +312,26 @@ impl Controller {
     /// Load the policy from `store` and build the controller around it.
     pub fn new(store: Store) -> Result<Arc<Controller>, CoreError> {
         let loaded = store.load()?;
+        let (instance, rows) = store.load_metric_totals()?;
+        let totals = Totals {
+            instance,
+            series: rows
+                .into_iter()
+                .map(|r| {
+                    let key = SeriesKey {
+                        metric: r.metric,
+                        labels: r.labels,
+                    };
+                    (
+                        key,
+                        totals::Series {
+                            base: r.base,
+                            last: r.last,
+                        },
+                    )
+                })
+                .collect(),
+        };
         let (deltas, _) = broadcast::channel(DELTA_BUFFER);
         let (dataplane, _) = watch::channel(DataplaneView::default());
         Ok(Arc::new(Controller {
@@ -257,6 +347,11 @@ impl Controller {
             started: Instant::now(),
             events: Arc::new(crate::events::EventHub::default()),
             explainer: Arc::new(crate::explain::Explainer::default()),
+            totals: RwLock::new(Arc::new(totals)),
+            totals_writer: tokio::sync::Mutex::new(()),
+            reported: watch::channel(None).0,
+            commits: Mutex::new(BTreeMap::new()),
+            apply_observer: OnceLock::new(),
         }))
     }
 
@@ -464,6 +559,7 @@ impl Controller {
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
         view.lists.insert(list, entries);
         view.generation = generation;
+        self.note_commit(generation);
         let changed: Vec<Entry> = add.iter().chain(remove.iter()).cloned().collect();
         let _ = self.deltas.send(Arc::new(Delta {
             generation,
@@ -588,6 +684,7 @@ impl Controller {
             }
         }
         view.generation = applied.generation;
+        self.note_commit(applied.generation);
         let (add_list, remove_list) = if add {
             (applied.changed.clone(), Vec::new())
         } else {
@@ -670,7 +767,7 @@ impl Controller {
 
     /// The dataplane on `connection` has made `generation` live.
     pub fn dataplane_acked(&self, connection: u64, generation: u64) {
-        self.dataplane.send_if_modified(|d| {
+        let advanced = self.dataplane.send_if_modified(|d| {
             if d.connection == connection && generation > d.applied_generation {
                 d.applied_generation = generation;
                 true
@@ -678,16 +775,116 @@ impl Controller {
                 false
             }
         });
+        if advanced {
+            self.note_applied(generation);
+        }
+    }
+
+    /// Record when `generation` was committed (for the apply-duration histogram).
+    fn note_commit(&self, generation: u64) {
+        let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        commits.insert(generation, Instant::now());
+        while commits.len() > MAX_PENDING_COMMITS {
+            commits.pop_first();
+        }
+    }
+
+    /// `generation` is live: every commit up to it took until now to be applied.
+    fn note_applied(&self, generation: u64) {
+        let done: Vec<Instant> = {
+            let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+            let later = commits.split_off(&generation.saturating_add(1));
+            std::mem::replace(&mut *commits, later)
+                .into_values()
+                .collect()
+        };
+        if let Some(observe) = self.apply_observer.get() {
+            for committed in done {
+                observe(committed.elapsed());
+            }
+        }
+    }
+
+    /// Be told the commit-to-ack duration of every acknowledged generation from now on (the
+    /// metrics histogram). Only the first observer set is kept; false if one was already set.
+    pub fn set_apply_observer(&self, observer: ApplyObserver) -> bool {
+        self.apply_observer.set(observer).is_ok()
+    }
+
+    /// The dataplane's counter totals, as committed to the store.
+    pub fn totals(&self) -> Arc<Totals> {
+        Arc::clone(&self.totals.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Fold `stats` into the counter totals: persist what changed (one transaction), then
+    /// publish it. Returns whether anything changed. On a store error nothing is published
+    /// (the next call folds from the last committed state again).
+    pub async fn fold_stats(&self, stats: &DataplaneStats) -> Result<bool, CoreError> {
+        let _writer = self.totals_writer.lock().await;
+        let mut next = Totals::clone(&self.totals());
+        let instance = totals::instance_of(stats);
+        let (new_instance, changed) = next.observe(instance, &totals::series_of(stats));
+        if !new_instance && changed.is_empty() {
+            return Ok(false);
+        }
+        let rows: Vec<MetricRow> = changed
+            .iter()
+            .filter_map(|key| {
+                let s = next.series.get(key)?;
+                Some(MetricRow {
+                    metric: key.metric.clone(),
+                    labels: key.labels.clone(),
+                    base: s.base,
+                    last: s.last,
+                })
+            })
+            .collect();
+        self.with_store(move |store| store.save_metric_totals(instance, &rows))
+            .await?;
+        *self.totals.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(true)
+    }
+
+    /// Fold the enforcing dataplane's stats into the totals as they arrive, at most once per
+    /// [`TOTALS_WRITE_INTERVAL`], until `stop` turns true.
+    pub async fn run_totals(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut reported = self.reported.subscribe();
+        // Stats reported before the task started are folded first.
+        reported.mark_changed();
+        loop {
+            tokio::select! {
+                changed = reported.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let stats = reported.borrow_and_update().clone();
+            if let Some(stats) = stats
+                && let Err(error) = self.fold_stats(&stats).await
+            {
+                tracing::warn!(
+                    error = %error,
+                    "cannot save the counter totals; metrics keep their last saved values"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TOTALS_WRITE_INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     /// Latest counters from the dataplane on `connection`.
     pub fn dataplane_stats(&self, connection: u64, stats: DataplaneStats) {
+        let mut current = false;
         self.dataplane.send_if_modified(|d| {
             if d.connection == connection {
-                d.stats = Some(stats);
+                d.stats = Some(stats.clone());
+                current = true;
             }
             false
         });
+        if current {
+            self.reported.send_replace(Some(stats));
+        }
     }
 
     /// The stream `connection` ended.
@@ -741,6 +938,95 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stats(instance_id: u64, processed: u64) -> DataplaneStats {
+        DataplaneStats {
+            instance_id,
+            packets_processed: processed,
+            ..DataplaneStats::default()
+        }
+    }
+
+    fn processed_total(ctl: &Controller) -> u64 {
+        ctl.totals().value(&SeriesKey {
+            metric: "meds_core_packets_processed_total".into(),
+            labels: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn totals_survive_a_controller_restart_on_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meds.db");
+        {
+            let ctl = Controller::new(Store::open(&path).unwrap()).unwrap();
+            assert_eq!(ctl.totals().instance, None);
+            assert!(ctl.fold_stats(&stats(7, 10)).await.unwrap());
+            assert!(ctl.fold_stats(&stats(8, 4)).await.unwrap());
+            assert_eq!(processed_total(&ctl), 14);
+        }
+        let ctl = Controller::new(Store::open(&path).unwrap()).unwrap();
+        assert_eq!(processed_total(&ctl), 14);
+        assert_eq!(ctl.totals().instance, Some(8));
+        // the same dataplane reconnects to the restarted controller: no double count, and a
+        // lower value (it cannot be, but the dataplane is not trusted) is clipped
+        assert!(!ctl.fold_stats(&stats(8, 4)).await.unwrap());
+        assert!(!ctl.fold_stats(&stats(8, 2)).await.unwrap());
+        assert_eq!(processed_total(&ctl), 14);
+        assert!(ctl.fold_stats(&stats(8, 6)).await.unwrap());
+        assert_eq!(processed_total(&ctl), 16);
+        // a restarted dataplane starts from zero: added on top
+        assert!(ctl.fold_stats(&stats(9, 1)).await.unwrap());
+        assert_eq!(processed_total(&ctl), 17);
+        drop(ctl);
+        let ctl = Controller::new(Store::open(&path).unwrap()).unwrap();
+        assert_eq!(processed_total(&ctl), 17);
+    }
+
+    #[tokio::test]
+    async fn only_the_enforcing_dataplanes_stats_are_folded_by_the_task() {
+        let ctl = Controller::new_for_tests();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(Arc::clone(&ctl).run_totals(stop_rx));
+        let old = ctl.dataplane_connected("v".into(), vec![0]);
+        let current = ctl.dataplane_connected("v".into(), vec![0]);
+        ctl.dataplane_stats(old, stats(1, 100));
+        ctl.dataplane_stats(current, stats(2, 5));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while processed_total(&ctl) != 5 {
+            assert!(Instant::now() < deadline, "totals not folded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(processed_total(&ctl), 5);
+    }
+
+    #[tokio::test]
+    async fn apply_durations_are_observed_once_per_acknowledged_generation() {
+        let ctl = Controller::new_for_tests();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        assert!(ctl.set_apply_observer(Box::new(move |d| sink.lock().unwrap().push(d))));
+        assert!(!ctl.set_apply_observer(Box::new(|_| {})));
+        let connection = ctl.dataplane_connected("v".into(), vec![0]);
+        let mut generations = Vec::new();
+        for ip in ["203.0.113.1", "203.0.113.2"] {
+            let ch = ctl
+                .add(ListKind::IpBlock, vec![c(ip)], false)
+                .await
+                .unwrap();
+            generations.push(ch.generation);
+        }
+        ctl.dataplane_acked(connection, generations[1]);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        // acknowledging the same generation again observes nothing more
+        ctl.dataplane_acked(connection, generations[1]);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
 
     fn c(s: &str) -> Entry {
         Entry::Prefix(s.parse().unwrap())

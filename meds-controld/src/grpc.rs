@@ -23,7 +23,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::core::{Controller, CoreError, DataplaneSettings, DataplaneStats, DecisionStat};
+use crate::core::{
+    Controller, CoreError, DataplaneSettings, DataplaneStats, DecisionStat, NamedStat, QueueStat,
+    RateLimiterStat, RevocationStat,
+};
 use crate::explain::{ExplainError, Query};
 use crate::feeds::{FeedStatus, Feeds, FeedsError};
 
@@ -35,6 +38,11 @@ const OUTBOUND_BUFFER: usize = 8;
 const MAX_DECISIONS: usize = 256;
 /// Longest label a stats message may carry.
 const MAX_LABEL: usize = 64;
+/// Most rows of each name/count list (trusted reasons, inspection events) a stats message may
+/// carry.
+const MAX_NAMED: usize = 128;
+/// Most queues a stats message may carry.
+const MAX_QUEUES: usize = 64;
 
 type ControllerStream = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
 
@@ -322,6 +330,15 @@ fn clip(s: &str) -> String {
 }
 
 fn stats_from_wire(s: &pb::DataplaneStats) -> DataplaneStats {
+    let named = |rows: &[pb::NamedCount]| {
+        rows.iter()
+            .take(MAX_NAMED)
+            .map(|n| NamedStat {
+                name: clip(&n.name),
+                count: n.count,
+            })
+            .collect()
+    };
     DataplaneStats {
         packets_processed: s.packets_processed,
         updates_rejected: s.updates_rejected,
@@ -338,6 +355,38 @@ fn stats_from_wire(s: &pb::DataplaneStats) -> DataplaneStats {
                 packets: d.packets,
             })
             .collect(),
+        instance_id: s.instance_id,
+        recv_errors: s.recv_errors,
+        trusted: named(&s.trusted),
+        flows_blocked: s.flows_blocked,
+        inspect: named(&s.inspect),
+        revocation: s.revocation.as_ref().map(|r| RevocationStat {
+            passes: r.passes,
+            flows_revoked: r.flows_revoked,
+            flows_released: r.flows_released,
+            errors: r.errors,
+        }),
+        rate_limiter: s.rate_limiter.as_ref().map(|l| RateLimiterStat {
+            keys: l.keys,
+            capacity: l.capacity,
+            untracked: l.untracked,
+        }),
+        queues: s
+            .queues
+            .iter()
+            .take(MAX_QUEUES)
+            .map(|q| QueueStat {
+                queue: q.queue,
+                waiting: q.waiting,
+                queue_dropped: q.queue_dropped,
+                user_dropped: q.user_dropped,
+                enqueued: q.enqueued,
+                not_queued: q.not_queued,
+            })
+            .collect(),
+        resident_memory_bytes: s.resident_memory_bytes,
+        events_sampled: s.events_sampled,
+        events_suppressed: s.events_suppressed,
     }
 }
 
@@ -513,6 +562,14 @@ pub fn status_from_core(e: CoreError) -> Status {
 }
 
 fn stats_to_wire(s: &DataplaneStats) -> pb::DataplaneStats {
+    let named = |rows: &[NamedStat]| {
+        rows.iter()
+            .map(|n| pb::NamedCount {
+                name: n.name.clone(),
+                count: n.count,
+            })
+            .collect()
+    };
     pb::DataplaneStats {
         packets_processed: s.packets_processed,
         updates_rejected: s.updates_rejected,
@@ -528,7 +585,37 @@ fn stats_to_wire(s: &DataplaneStats) -> pb::DataplaneStats {
                 packets: d.packets,
             })
             .collect(),
-        ..pb::DataplaneStats::default()
+        instance_id: s.instance_id,
+        recv_errors: s.recv_errors,
+        trusted: named(&s.trusted),
+        flows_blocked: s.flows_blocked,
+        inspect: named(&s.inspect),
+        revocation: s.revocation.map(|r| pb::RevocationStats {
+            passes: r.passes,
+            flows_revoked: r.flows_revoked,
+            flows_released: r.flows_released,
+            errors: r.errors,
+        }),
+        rate_limiter: s.rate_limiter.map(|l| pb::RateLimiterStats {
+            keys: l.keys,
+            capacity: l.capacity,
+            untracked: l.untracked,
+        }),
+        queues: s
+            .queues
+            .iter()
+            .map(|q| pb::QueueStats {
+                queue: q.queue,
+                waiting: q.waiting,
+                queue_dropped: q.queue_dropped,
+                user_dropped: q.user_dropped,
+                enqueued: q.enqueued,
+                not_queued: q.not_queued,
+            })
+            .collect(),
+        resident_memory_bytes: s.resident_memory_bytes,
+        events_sampled: s.events_sampled,
+        events_suppressed: s.events_suppressed,
     }
 }
 
@@ -713,5 +800,63 @@ fn modify_response(change: &crate::core::Change) -> pb::ModifyEntriesResponse {
         changed: u32::try_from(change.changed.len()).unwrap_or(u32::MAX),
         generation: change.generation,
         applied: change.applied,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn stats_from_the_dataplane_are_clipped() {
+        let long = "x".repeat(1000);
+        let named = |n: usize| {
+            (0..n)
+                .map(|i| pb::NamedCount {
+                    name: format!("{long}{i}"),
+                    count: 1,
+                })
+                .collect::<Vec<_>>()
+        };
+        let wire = pb::DataplaneStats {
+            instance_id: 9,
+            trusted: named(MAX_NAMED + 50),
+            inspect: named(3),
+            queues: (0..200)
+                .map(|q| pb::QueueStats {
+                    queue: q,
+                    ..pb::QueueStats::default()
+                })
+                .collect(),
+            decisions: (0..MAX_DECISIONS + 1)
+                .map(|_| pb::DecisionCount {
+                    verdict: long.clone(),
+                    ..pb::DecisionCount::default()
+                })
+                .collect(),
+            rate_limiter: Some(pb::RateLimiterStats {
+                keys: 1,
+                capacity: 2,
+                untracked: 3,
+            }),
+            ..pb::DataplaneStats::default()
+        };
+        let s = stats_from_wire(&wire);
+        assert_eq!(s.instance_id, 9);
+        assert_eq!(s.trusted.len(), MAX_NAMED);
+        assert!(
+            s.trusted
+                .iter()
+                .all(|n| n.name.chars().count() == MAX_LABEL)
+        );
+        assert_eq!(s.inspect.len(), 3);
+        assert_eq!(s.queues.len(), MAX_QUEUES);
+        assert_eq!(s.decisions.len(), MAX_DECISIONS);
+        assert!(s.decisions.iter().all(|d| d.verdict.len() == MAX_LABEL));
+        assert_eq!(s.rate_limiter.map(|l| l.untracked), Some(3));
+        assert_eq!(s.revocation, None);
+        // and back to the wire for the status, unchanged
+        assert_eq!(stats_from_wire(&stats_to_wire(&s)), s);
     }
 }

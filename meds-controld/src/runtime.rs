@@ -125,6 +125,8 @@ pub async fn run(
     };
     // First round at once, in the background; then every --update-interval until shutdown.
     tokio::spawn(Arc::clone(&feeds).run(stopped(stop_rx.clone())));
+    // The dataplane's counters, folded per instance into persisted totals (≤ 1 write/s).
+    tokio::spawn(Arc::clone(&controller).run_totals(stop_rx.clone()));
 
     tracing::info!(
         api = %config.api_addr,

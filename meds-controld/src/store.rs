@@ -7,7 +7,8 @@
 //! generation (or the reverse).
 //!
 //! Schema (migrations live in `MIGRATIONS`, append-only; 2 adds `list_entry`, 3 adds
-//! `feed_state`, the feeds' run-time settings and last good copies):
+//! `feed_state`, the feeds' run-time settings and last good copies, 4 adds `metric_total`, the
+//! dataplane's counter totals folded per instance, see [`crate::totals`]):
 //! * `meta(key TEXT PRIMARY KEY, value INTEGER)` holds `generation`.
 //! * `ip_prefix(id, list, prefix, family, prefix_len, created_at)` with `UNIQUE(list, prefix)`.
 //!   `list` is [`ListKind::name`]; `prefix` is the canonical, masked text of a [`Cidr`]
@@ -102,7 +103,28 @@ const MIGRATIONS: &[Migration] = &[
         description: "create feed_state for the feeds' settings and last good copies",
         apply: migration_3,
     },
+    Migration {
+        description: "create metric_total for the dataplane's counter totals",
+        apply: migration_4,
+    },
 ];
+
+/// `metric_total`: one row per counter series ([`crate::totals`]): the metric name, its label
+/// values as a JSON array of strings, `base` (finished instances) and `last` (the current
+/// instance). The current instance is the `meta` row `metrics_instance` (absent: none yet).
+/// Counters are u64 stored bit for bit in SQLite's i64.
+fn migration_4(tx: &rusqlite::Transaction<'_>) -> Result<(), MigrationError> {
+    tx.execute_batch(
+        "CREATE TABLE metric_total (
+             metric TEXT NOT NULL,
+             labels TEXT NOT NULL,
+             base   INTEGER NOT NULL,
+             last   INTEGER NOT NULL,
+             PRIMARY KEY (metric, labels)
+         ) STRICT;",
+    )?;
+    Ok(())
+}
 
 /// `feed_state`: one row per feed that has a run-time setting or a last good copy.
 /// `enabled` and `url_override` are NULL unless set at run time (then they win over the
@@ -272,6 +294,18 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("database {path}: saving the counter totals: {source}")]
+    MetricWrite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path}: metric_total row {metric:?} has invalid labels {labels:?}")]
+    BadMetricRow {
+        path: PathBuf,
+        metric: String,
+        labels: String,
+    },
     #[error("database {path}: meta row 'generation' is missing")]
     MissingGeneration { path: PathBuf },
     #[error("database {path}: meta row 'generation' holds {value}, not a non-negative integer")]
@@ -322,6 +356,24 @@ pub struct FeedCopy {
     pub entries: u64,
     /// Lines the parser rejected.
     pub rejected: u64,
+}
+
+/// One counter series as stored (see migration 4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricRow {
+    pub metric: String,
+    pub labels: Vec<String>,
+    pub base: u64,
+    pub last: u64,
+}
+
+/// u64 counters are stored bit for bit in SQLite's signed 64-bit integers.
+fn to_sql_u64(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+fn from_sql_u64(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
 }
 
 /// The SQLite store. One connection; `Send` (not `Sync`): share it behind a `Mutex`.
@@ -629,6 +681,103 @@ impl Store {
                 op: "saving the settings",
                 source,
             })?;
+        Ok(())
+    }
+
+    /// The counter totals: the current instance (`None`: none yet) and every series.
+    pub fn load_metric_totals(&self) -> Result<(Option<u64>, Vec<MetricRow>), StoreError> {
+        let path = &self.path;
+        let read_err = |source| StoreError::Read {
+            path: path.clone(),
+            what: "metric_total",
+            source,
+        };
+        let instance: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'metrics_instance'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(read_err)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT metric, labels, base, last FROM metric_total ORDER BY metric, labels")
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(read_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (metric, labels, base, last) = row.map_err(read_err)?;
+            let Ok(parsed) = serde_json::from_str::<Vec<String>>(&labels) else {
+                return Err(StoreError::BadMetricRow {
+                    path: path.clone(),
+                    metric,
+                    labels,
+                });
+            };
+            out.push(MetricRow {
+                metric,
+                labels: parsed,
+                base: from_sql_u64(base),
+                last: from_sql_u64(last),
+            });
+        }
+        Ok((instance.map(from_sql_u64), out))
+    }
+
+    /// Save the current instance and the changed series `rows`, in one transaction.
+    pub fn save_metric_totals(
+        &mut self,
+        instance: u64,
+        rows: &[MetricRow],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let write_err = |source| StoreError::MetricWrite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(write_err)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('metrics_instance', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![to_sql_u64(instance)],
+        )
+        .map_err(write_err)?;
+        {
+            let mut upsert = tx
+                .prepare(
+                    "INSERT INTO metric_total (metric, labels, base, last) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (metric, labels) DO UPDATE SET
+                         base = excluded.base, last = excluded.last",
+                )
+                .map_err(write_err)?;
+            for row in rows {
+                // A Vec<String> always serialises; the fallback is never used.
+                let labels = serde_json::to_string(&row.labels).unwrap_or_else(|_| "[]".into());
+                upsert
+                    .execute(params![
+                        row.metric,
+                        labels,
+                        to_sql_u64(row.base),
+                        to_sql_u64(row.last)
+                    ])
+                    .map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)?;
         Ok(())
     }
 

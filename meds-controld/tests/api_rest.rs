@@ -584,7 +584,7 @@ async fn unknown_routes_and_methods_are_json() {
         (Method::GET, "/v1/check"),
         (Method::POST, "/v2/whitelist/subnets"),
         (Method::GET, "/"),
-        (Method::GET, "/metrics"),
+        (Method::GET, "/v2/metrics"),
     ];
     for (method, path) in not_found {
         let reply = api.call(method, path, None).await;
@@ -600,6 +600,8 @@ async fn unknown_routes_and_methods_are_json() {
         (Method::POST, "/v1/blacklist/subnets/203.0.113.7"),
         (Method::DELETE, "/v1/blacklist/subnets/203.0.113.7"),
         (Method::POST, "/v1/status"),
+        (Method::POST, "/metrics"),
+        (Method::DELETE, "/v1/metrics"),
         (Method::PUT, "/v1/blacklist/countries"),
         (Method::POST, "/v1/blacklist/countries/fr"),
         (Method::DELETE, "/v1/blacklist/asns/64496"),

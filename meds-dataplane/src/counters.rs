@@ -31,6 +31,27 @@ pub struct Counters {
     events_suppressed: AtomicU64,
     decisions: [AtomicU64; SLOTS],
     inspect: [AtomicU64; InspectEvent::COUNT],
+    /// Answers that set the trusted mark, by [`Reason::index`] of the accepting decision.
+    trusted: [AtomicU64; Reason::ALL.len()],
+    /// Answers that set the blocked mark.
+    flows_blocked: AtomicU64,
+}
+
+/// Offload marks set by one worker since its last flush (see [`Counters::record_offload`]):
+/// plain arrays on the worker's stack, no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadCounts {
+    /// Answers that set the trusted mark, by [`Reason::index`] of the accepting decision.
+    pub trusted: [u64; Reason::ALL.len()],
+    /// Answers that set the blocked mark.
+    pub blocked: u64,
+}
+
+impl OffloadCounts {
+    /// True when nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.blocked == 0 && self.trusted.iter().all(|&n| n == 0)
+    }
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -49,8 +70,13 @@ pub struct CountersSnapshot {
     /// Non-zero decision counts, in (verdict, filter, reason) index order.
     pub decisions: Vec<DecisionCount>,
     /// Non-zero payload inspection counts (DNS, TLS, reassembly, checksums, blocked flows),
-    /// in [`InspectEvent::index`] order. Not yet reported to the controller.
+    /// in [`InspectEvent::index`] order.
     pub inspect: Vec<(InspectEvent, u64)>,
+    /// Non-zero counts of answers that set the trusted mark, by the accepting decision's
+    /// reason, in [`Reason::index`] order.
+    pub trusted: Vec<(Reason, u64)>,
+    /// Answers that set the blocked mark.
+    pub flows_blocked: u64,
 }
 
 /// Packets that got one particular decision.
@@ -72,6 +98,21 @@ impl Counters {
             events_suppressed: AtomicU64::new(0),
             decisions: std::array::from_fn(|_| AtomicU64::new(0)),
             inspect: std::array::from_fn(|_| AtomicU64::new(0)),
+            trusted: std::array::from_fn(|_| AtomicU64::new(0)),
+            flows_blocked: AtomicU64::new(0),
+        }
+    }
+
+    /// Add a worker's offload counts (once per receive batch, never per packet).
+    pub fn record_offload(&self, counts: &OffloadCounts) {
+        for (counter, &n) in self.trusted.iter().zip(counts.trusted.iter()) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if counts.blocked > 0 {
+            self.flows_blocked
+                .fetch_add(counts.blocked, Ordering::Relaxed);
         }
     }
 
@@ -136,8 +177,17 @@ impl Counters {
                 (n > 0).then_some((e, n))
             })
             .collect();
+        let trusted = Reason::ALL
+            .into_iter()
+            .filter_map(|r| {
+                let n = self.trusted.get(r.index())?.load(Ordering::Relaxed);
+                (n > 0).then_some((r, n))
+            })
+            .collect();
         CountersSnapshot {
             inspect,
+            trusted,
+            flows_blocked: self.flows_blocked.load(Ordering::Relaxed),
             packets_processed: self.packets_processed.load(Ordering::Relaxed),
             verdict_errors: self.verdict_errors.load(Ordering::Relaxed),
             recv_errors: self.recv_errors.load(Ordering::Relaxed),
@@ -217,6 +267,22 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn offload_counts_add_up() {
+        let c = Counters::new();
+        let mut counts = OffloadCounts::default();
+        assert!(counts.is_empty());
+        counts.trusted[Reason::Default.index()] = 3;
+        counts.trusted[Reason::WhiteList.index()] = 1;
+        counts.blocked = 2;
+        assert!(!counts.is_empty());
+        c.record_offload(&counts);
+        c.record_offload(&counts);
+        let s = c.snapshot();
+        assert_eq!(s.trusted, [(Reason::Default, 6), (Reason::WhiteList, 2)]);
+        assert_eq!(s.flows_blocked, 4);
     }
 
     #[test]

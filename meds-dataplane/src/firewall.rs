@@ -238,6 +238,26 @@ impl Firewall {
         Ok(())
     }
 
+    /// Packets each NFQUEUE rule of our chain matched, summed over both families
+    /// (`iptables -S CHAIN -v`): for the not-queued estimate of the stats, read off the packet
+    /// path. Rules are keyed by their queue range.
+    pub fn queue_rule_counts(&self) -> Result<Vec<QueueRuleCount>, FirewallError> {
+        let mut total: Vec<QueueRuleCount> = Vec::new();
+        for family in Family::ALL {
+            let listing = self.run(family, &counters_args(&self.rules.chain))?;
+            for rule in parse_queue_rule_counts(&listing, &self.rules.chain) {
+                match total
+                    .iter_mut()
+                    .find(|t| (t.first, t.last) == (rule.first, rule.last))
+                {
+                    Some(t) => t.packets = t.packets.saturating_add(rule.packets),
+                    None => total.push(rule),
+                }
+            }
+        }
+        Ok(total)
+    }
+
     fn remove_family(&self, family: Family) -> Result<(), FirewallError> {
         for table in std::iter::once(TABLE).chain(LEGACY_TABLES) {
             let listing = self.run(family, &list_table_args(table))?;
@@ -376,6 +396,58 @@ fn with_chain_rule(table: &str, chain: &str, spec: &[String]) -> Vec<String> {
     let mut args = with_base(table, &["-A", chain]);
     args.extend(spec.iter().cloned());
     args
+}
+
+/// The packets one NFQUEUE rule sent towards queues `first..=last` (its rule counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRuleCount {
+    pub first: u32,
+    pub last: u32,
+    pub packets: u64,
+}
+
+/// `-S CHAIN -v` of our table: the chain's rules with their counters (`-c PACKETS BYTES`).
+pub fn counters_args(chain: &str) -> Vec<String> {
+    with_base(TABLE, &["-S", chain, "-v"])
+}
+
+/// The NFQUEUE rules of `chain` and their packet counters, from `iptables -S CHAIN -v`
+/// (`-A CHAIN ... -c 12 840 -j NFQUEUE --queue-num 0 | --queue-balance 0:3 ...`). Total:
+/// lines it does not understand are skipped.
+pub fn parse_queue_rule_counts(output: &str, chain: &str) -> Vec<QueueRuleCount> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_ascii_whitespace().collect();
+            if words.get(..2)? != ["-A", chain] {
+                return None;
+            }
+            let after = |flag: &str| {
+                let at = words.iter().position(|w| *w == flag)?;
+                words.get(at + 1).copied()
+            };
+            if after("-j")? != "NFQUEUE" {
+                return None;
+            }
+            let packets: u64 = after("-c")?.parse().ok()?;
+            let (first, last) = match (after("--queue-num"), after("--queue-balance")) {
+                (Some(n), None) => {
+                    let n: u32 = n.parse().ok()?;
+                    (n, n)
+                }
+                (None, Some(range)) => {
+                    let (a, b) = range.split_once(':')?;
+                    (a.parse().ok()?, b.parse().ok()?)
+                }
+                _ => return None,
+            };
+            (first <= last).then_some(QueueRuleCount {
+                first,
+                last,
+                packets,
+            })
+        })
+        .collect()
 }
 
 /// `-S` of a whole table: user chains (`-N`) and every rule (`-A`).
@@ -527,6 +599,47 @@ pub fn tokenize(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_rule_counters_parse() {
+        // `iptables -t mangle -S MEDS -v`, iptables v1.8.9 (nf_tables)
+        let listing = "-N MEDS
+-A MEDS -i lo -c 0 0 -j RETURN
+-A MEDS -m connmark --mark 0x200000/0x200000 -c 5 300 -j DROP
+-A MEDS -m comment --comment meds -c 1234 99999 -j NFQUEUE --queue-balance 3:4 --queue-bypass
+-A MEDS -m comment --comment meds -c 7 420 -j NFQUEUE --queue-num 7
+-A OTHER -c 9 9 -j NFQUEUE --queue-num 7
+-A MEDS -c x 1 -j NFQUEUE --queue-num 8
+-A MEDS -c 1 1 -j NFQUEUE --queue-balance 5:4
+-A MEDS -c 1 1 -j NFQUEUE --queue-balance 5
+-A MEDS -c 1 1 -j NFQUEUE
+-A MEDS -c 1
+garbage
+";
+        assert_eq!(
+            parse_queue_rule_counts(listing, "MEDS"),
+            [
+                QueueRuleCount {
+                    first: 3,
+                    last: 4,
+                    packets: 1234,
+                },
+                QueueRuleCount {
+                    first: 7,
+                    last: 7,
+                    packets: 7,
+                },
+            ]
+        );
+        assert!(parse_queue_rule_counts("", "MEDS").is_empty());
+        for end in 0..=listing.len() {
+            let _ = parse_queue_rule_counts(&listing[..end], "MEDS");
+        }
+        assert_eq!(
+            counters_args("MEDS"),
+            ["-w", LOCK_WAIT_SECONDS, "-t", "mangle", "-S", "MEDS", "-v"]
+        );
+    }
 
     fn strs(v: &[Vec<String>]) -> Vec<String> {
         v.iter().map(|a| a.join(" ")).collect()

@@ -39,6 +39,7 @@ pub mod nfqueue;
 pub mod offload;
 pub mod packet;
 pub mod policy;
+pub mod procfs;
 pub mod ratelimit;
 pub mod replay;
 pub mod revoke;
@@ -68,7 +69,7 @@ use crate::nfqueue::{NfQueue, NfQueueError, QueueConfig};
 use crate::policy::PolicyStore;
 use crate::ratelimit::RateLimiter;
 use crate::revoke::Revoker;
-use crate::sync::{SyncClient, SyncConfig};
+use crate::sync::{QueueRuleCounts, StatsSources, SyncClient, SyncConfig};
 
 /// The state file is written at most this often (always the latest policy).
 pub const STATE_WRITE_INTERVAL: Duration = Duration::from_secs(1);
@@ -242,12 +243,15 @@ pub fn run(
             .map_err(RunError::EventsSpawn)?;
         running.threads.push((None, handle));
     }
-    if let Some(revoker) = revoker {
+    let revocation = revoker
+        .as_ref()
+        .map(|_| Arc::new(revoke::RevocationCounters::default()));
+    if let (Some(revoker), Some(revocation)) = (revoker, revocation.clone()) {
         let live = Arc::clone(&live);
         let stop = Arc::clone(&running.stop);
         let handle = thread::Builder::new()
             .name("meds-revoke".to_owned())
-            .spawn(move || revoke::watch(revoker, live, stop))
+            .spawn(move || revoke::watch(revoker, live, stop, revocation))
             .map_err(RunError::RevokeSpawn)?;
         running.threads.push((None, handle));
     }
@@ -266,7 +270,19 @@ pub fn run(
     let mut sync_cfg = SyncConfig::new(&config.sync_socket, queue_nums);
     sync_cfg.started_at_unix = unix_now();
     sync_cfg.settings = Some(settings(&config));
+    let queue_rules = Arc::new(QueueRuleCounts::default());
+    let rules_task = runtime.spawn(read_queue_rules(
+        Firewall::new(config.rules.clone()),
+        Arc::clone(&queue_rules),
+        control_stopped.clone(),
+    ));
     let client = SyncClient::new(sync_cfg, Arc::clone(&store), Arc::clone(&counters))
+        .with_sources(StatsSources {
+            limiter: limiter.clone(),
+            revocation,
+            nfqueue_proc: Some(procfs::NFQUEUE_PROC.into()),
+            queue_rules: Some(queue_rules),
+        })
         .with_events(batch_rx)
         .with_explain(limiter.clone(), config.offload.is_some());
     let sync_task = runtime.spawn(client.run(control_stopped.clone()));
@@ -307,6 +323,7 @@ pub fn run(
         let all = async {
             let _ = sync_task.await;
             let _ = persist_task.await;
+            let _ = rules_task.await;
             if let Some(task) = sweep_task {
                 let _ = task.await;
             }
@@ -328,6 +345,36 @@ pub fn run(
                 tracing::info!("dataplane stopped; firewall rules removed");
             }
             result
+        }
+    }
+}
+
+/// How often the NFQUEUE rules' packet counters are read (for the not-queued estimate).
+const QUEUE_RULES_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Read the packet counters of our NFQUEUE rules every [`QUEUE_RULES_INTERVAL`] (two
+/// `iptables -S -v` runs on a blocking thread, off the packet path) until `stop` turns true.
+/// A failed read keeps the last counters (the estimate then only lags).
+async fn read_queue_rules(
+    firewall: Firewall,
+    counts: Arc<QueueRuleCounts>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let firewall = Arc::new(firewall);
+    let mut tick = tokio::time::interval(QUEUE_RULES_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let fw = Arc::clone(&firewall);
+        match tokio::task::spawn_blocking(move || fw.queue_rule_counts()).await {
+            Ok(Ok(read)) => counts.set(read),
+            Ok(Err(error)) => {
+                tracing::debug!(error = %ErrorChain(&error), "cannot read the queue rule counters");
+            }
+            Err(_) => {}
         }
     }
 }

@@ -35,7 +35,7 @@
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -69,6 +69,54 @@ pub struct PassSummary {
     pub failed: u64,
     /// Dump messages that did not decode.
     pub malformed: u64,
+}
+
+/// Counters of the revocation thread, shared with the sync client (relaxed atomics; the
+/// thread adds to them after each pass).
+#[derive(Debug, Default)]
+pub struct RevocationCounters {
+    passes: AtomicU64,
+    flows_revoked: AtomicU64,
+    flows_released: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A copy of [`RevocationCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevocationSnapshot {
+    /// Passes run (each one a conntrack dump), failed ones included.
+    pub passes: u64,
+    /// Trusted flows switched to blocked.
+    pub flows_revoked: u64,
+    /// Blocked flows whose bit was cleared.
+    pub flows_released: u64,
+    /// Passes that ended in an error.
+    pub errors: u64,
+}
+
+impl RevocationCounters {
+    /// Count one pass and its outcome.
+    pub fn record(&self, outcome: Result<&PassSummary, ()>) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(s) => {
+                self.flows_revoked.fetch_add(s.revoked, Ordering::Relaxed);
+                self.flows_released.fetch_add(s.restored, Ordering::Relaxed);
+            }
+            Err(()) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> RevocationSnapshot {
+        RevocationSnapshot {
+            passes: self.passes.load(Ordering::Relaxed),
+            flows_revoked: self.flows_revoked.load(Ordering::Relaxed),
+            flows_released: self.flows_released.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// What a pass does with one entry.
@@ -217,8 +265,14 @@ fn record(
 /// Watch `live` until `stop` is set, making a pass after every rule-set change that touches
 /// the source lists, and a recheck pass [`RECHECK_DELAY`] later. Runs on its own thread
 /// (`meds-revoke`); every ctnetlink call blocks. The first pass runs at start-up against an
-/// empty rule set, so flows left trusted by an earlier run and now blocked are revoked.
-pub fn watch(mut revoker: Revoker, live: Arc<ArcSwap<RuleSet>>, stop: Arc<AtomicBool>) {
+/// empty rule set, so flows left trusted by an earlier run and now blocked are revoked. Every
+/// pass is counted in `counters`.
+pub fn watch(
+    mut revoker: Revoker,
+    live: Arc<ArcSwap<RuleSet>>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<RevocationCounters>,
+) {
     yield_to_packet_threads();
     let mut seen = Arc::new(RuleSet::empty());
     let mut recheck: Option<Instant> = None;
@@ -226,13 +280,20 @@ pub fn watch(mut revoker: Revoker, live: Arc<ArcSwap<RuleSet>>, stop: Arc<Atomic
         let current = live.load_full();
         if !Arc::ptr_eq(&seen, &current) {
             if !seen.same_source_policy(&current) {
-                run_pass(&mut revoker, &seen, &current, &stop, "policy change");
+                run_pass(
+                    &mut revoker,
+                    &seen,
+                    &current,
+                    &stop,
+                    &counters,
+                    "policy change",
+                );
                 recheck = Some(Instant::now() + RECHECK_DELAY);
             }
             seen = current;
         } else if recheck.is_some_and(|at| Instant::now() >= at) {
             recheck = None;
-            run_pass(&mut revoker, &seen, &seen, &stop, "recheck");
+            run_pass(&mut revoker, &seen, &seen, &stop, &counters, "recheck");
         }
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -259,10 +320,13 @@ fn run_pass(
     old: &RuleSet,
     new: &RuleSet,
     stop: &AtomicBool,
+    counters: &RevocationCounters,
     why: &'static str,
 ) {
     let started = Instant::now();
-    match revoker.pass(old, new, stop) {
+    let outcome = revoker.pass(old, new, stop);
+    counters.record(outcome.as_ref().map_err(|_| ()));
+    match outcome {
         Ok(s) if s.revoked > 0 || s.restored > 0 || s.failed > 0 || s.malformed > 0 => {
             tracing::info!(
                 why,
@@ -330,6 +394,28 @@ pub fn local_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revocation_counters_count_passes_flows_and_errors() {
+        let c = RevocationCounters::default();
+        let summary = PassSummary {
+            revoked: 3,
+            restored: 2,
+            ..PassSummary::default()
+        };
+        c.record(Ok(&summary));
+        c.record(Ok(&PassSummary::default()));
+        c.record(Err(()));
+        assert_eq!(
+            c.snapshot(),
+            RevocationSnapshot {
+                passes: 3,
+                flows_revoked: 3,
+                flows_released: 2,
+                errors: 1,
+            }
+        );
+    }
     use meds_proto::{Cidr, Entry as ListEntry, ListKind};
 
     fn rules(allow: &[&str], block: &[&str]) -> RuleSet {

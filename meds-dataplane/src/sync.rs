@@ -17,11 +17,12 @@
 //! (reset after a stream that applied an update). Input from the controller never panics this
 //! task. Nothing here runs on the packet path.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
@@ -33,8 +34,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::counters::Counters;
+use crate::firewall::QueueRuleCount;
 use crate::policy::PolicyStore;
+use crate::procfs::{self, Unwrap};
 use crate::ratelimit::RateLimiter;
+use crate::revoke::RevocationCounters;
 
 /// Messages the dataplane may have queued for the controller before sending blocks.
 const OUTBOUND_CAPACITY: usize = 32;
@@ -81,6 +85,9 @@ pub struct SyncConfig {
     pub queues: Vec<u32>,
     /// Process start, seconds since the Unix epoch (sent with the stats).
     pub started_at_unix: u64,
+    /// Random, non-zero, chosen once per process (sent with the stats): the controller folds
+    /// the counters of each instance into its totals once.
+    pub instance_id: u64,
     /// How often stats are sent.
     pub stats_interval: Duration,
     pub backoff: Backoff,
@@ -101,12 +108,80 @@ impl SyncConfig {
             started_at_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            instance_id: random_instance_id(),
             stats_interval: Duration::from_secs(1),
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
             settings: None,
         }
     }
+}
+
+/// Where the stats beyond the packet counters come from ([`SyncClient::with_sources`]).
+/// Everything here is read by the sync task once per stats message, off the packet path.
+#[derive(Default)]
+pub struct StatsSources {
+    /// The shared rate limiter; `None`: it is off (no rate-limiter stats are sent).
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// The revocation thread's counters; `None`: no revocation thread (offload off, or no
+    /// ctnetlink).
+    pub revocation: Option<Arc<RevocationCounters>>,
+    /// The kernel's NFQUEUE file ([`procfs::NFQUEUE_PROC`]); `None`: queues not reported.
+    pub nfqueue_proc: Option<PathBuf>,
+    /// The packet counters of our NFQUEUE rules, refreshed by another task (at most every
+    /// few seconds); `None`: `not_queued` is reported as 0.
+    pub queue_rules: Option<Arc<QueueRuleCounts>>,
+}
+
+/// The latest packet counters of the dataplane's NFQUEUE rules (see
+/// [`crate::firewall::Firewall::queue_rule_counts`]).
+#[derive(Debug, Default)]
+pub struct QueueRuleCounts(Mutex<Vec<QueueRuleCount>>);
+
+impl QueueRuleCounts {
+    pub fn set(&self, counts: Vec<QueueRuleCount>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = counts;
+    }
+
+    pub fn get(&self) -> Vec<QueueRuleCount> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Packets a queue rule passed without queueing them: the rule's packet counter minus what
+/// the kernel enqueued (`id_sequence`, which also counts the packets it then failed to deliver,
+/// `queue_user_dropped`) and dropped as full (`queue_dropped`) on the rule's queues; clamped
+/// at 0. The rule counters must be read *before* the queue counters, so that packets arriving
+/// in between can only lower the estimate.
+pub fn not_queued_estimate(rule: &QueueRuleCount, queues: &[pb::QueueStats]) -> u64 {
+    let handled = queues
+        .iter()
+        .filter(|q| (rule.first..=rule.last).contains(&q.queue))
+        .fold(0u64, |sum, q| {
+            sum.saturating_add(q.enqueued)
+                .saturating_add(q.queue_dropped)
+        });
+    rule.packets.saturating_sub(handled)
+}
+
+impl std::fmt::Debug for StatsSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsSources")
+            .field("limiter", &self.limiter.is_some())
+            .field("revocation", &self.revocation)
+            .field("nfqueue_proc", &self.nfqueue_proc)
+            .finish()
+    }
+}
+
+/// 64-bit totals of one queue's 32-bit kernel counters.
+#[derive(Debug, Default)]
+struct QueueTotals {
+    queue_dropped: Unwrap,
+    user_dropped: Unwrap,
+    enqueued: Unwrap,
+    /// Highest not-queued estimate so far (reported on the first queue of its rule).
+    not_queued: u64,
 }
 
 /// Counters of the sync client, readable from any thread.
@@ -178,6 +253,10 @@ pub struct SyncClient {
     /// What explain needs besides the rule set: the rate limiter and whether offload is on.
     limiter: Option<Arc<RateLimiter>>,
     offload: bool,
+    sources: StatsSources,
+    /// Per queue, the kernel's wrapping counters as running totals (only the sync task
+    /// touches it; a mutex because the stats are built through `&self`).
+    queue_totals: Mutex<BTreeMap<u32, QueueTotals>>,
 }
 
 impl SyncClient {
@@ -190,12 +269,20 @@ impl SyncClient {
             events: None,
             limiter: None,
             offload: false,
+            sources: StatsSources::default(),
+            queue_totals: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Forward the drop-event batches received on `events` while a stream is open.
     pub fn with_events(mut self, events: mpsc::Receiver<pb::EventBatch>) -> SyncClient {
         self.events = Some(tokio::sync::Mutex::new(events));
+        self
+    }
+
+    /// Report these sources in the stats too (rate limiter, revocation, kernel queues).
+    pub fn with_sources(mut self, sources: StatsSources) -> SyncClient {
+        self.sources = sources;
         self
     }
 
@@ -406,9 +493,47 @@ impl SyncClient {
         crate::explain::wire::respond(&rules, self.limiter.as_deref(), self.offload, request)
     }
 
-    fn stats_message(&self) -> pb::DataplaneStats {
+    /// The stats message: the packet counters (cumulative for this process, tagged with its
+    /// instance id) and the other sources' current values.
+    pub(crate) fn stats_message(&self) -> pb::DataplaneStats {
         let snapshot = self.counters.snapshot();
+        let named = |name: String, count: u64| pb::NamedCount { name, count };
         pb::DataplaneStats {
+            instance_id: self.cfg.instance_id,
+            recv_errors: snapshot.recv_errors,
+            trusted: snapshot
+                .trusted
+                .iter()
+                .map(|&(reason, n)| named(reason.label().to_owned(), n))
+                .collect(),
+            flows_blocked: snapshot.flows_blocked,
+            inspect: snapshot
+                .inspect
+                .iter()
+                .map(|&(event, n)| {
+                    let (family, name) = event.label();
+                    named(format!("{family}_{name}"), n)
+                })
+                .collect(),
+            revocation: self.sources.revocation.as_ref().map(|r| {
+                let s = r.snapshot();
+                pb::RevocationStats {
+                    passes: s.passes,
+                    flows_revoked: s.flows_revoked,
+                    flows_released: s.flows_released,
+                    errors: s.errors,
+                }
+            }),
+            rate_limiter: self.sources.limiter.as_ref().map(|l| pb::RateLimiterStats {
+                keys: l.keys() as u64,
+                // one table per address family, each of `capacity()` keys
+                capacity: (l.capacity() as u64).saturating_mul(2),
+                untracked: l.untracked(),
+            }),
+            queues: self.queue_stats(),
+            resident_memory_bytes: procfs::resident_memory_bytes().unwrap_or(0),
+            events_sampled: snapshot.events_sampled,
+            events_suppressed: snapshot.events_suppressed,
             packets_processed: snapshot.packets_processed,
             decisions: snapshot
                 .decisions
@@ -423,7 +548,56 @@ impl SyncClient {
             updates_rejected: self.stats.updates_rejected(),
             verdict_errors: snapshot.verdict_errors,
             started_at_unix: self.cfg.started_at_unix,
-            ..pb::DataplaneStats::default()
+        }
+    }
+
+    /// This dataplane's queues as the kernel sees them, counters unwrapped to 64 bits.
+    fn queue_stats(&self) -> Vec<pb::QueueStats> {
+        let Some(path) = &self.sources.nfqueue_proc else {
+            return Vec::new();
+        };
+        // Rule counters first (they were read before this call), then the queues.
+        let rules = self
+            .sources
+            .queue_rules
+            .as_ref()
+            .map(|r| r.get())
+            .unwrap_or_default();
+        let lines = procfs::read_queues(path, &self.cfg.queues);
+        let mut totals = self.queue_totals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues: Vec<pb::QueueStats> = lines
+            .iter()
+            .map(|line| {
+                let t = totals.entry(line.queue).or_default();
+                pb::QueueStats {
+                    queue: line.queue,
+                    waiting: u64::from(line.waiting),
+                    queue_dropped: t.queue_dropped.update(line.queue_dropped),
+                    user_dropped: t.user_dropped.update(line.user_dropped),
+                    enqueued: t.enqueued.update(line.id_sequence),
+                    not_queued: 0,
+                }
+            })
+            .collect();
+        for rule in &rules {
+            let estimate = not_queued_estimate(rule, &queues);
+            if let Some(t) = totals.get_mut(&rule.first) {
+                t.not_queued = t.not_queued.max(estimate);
+            }
+        }
+        for q in &mut queues {
+            q.not_queued = totals.get(&q.queue).map_or(0, |t| t.not_queued);
+        }
+        queues
+    }
+}
+
+/// A random non-zero instance id.
+fn random_instance_id() -> u64 {
+    loop {
+        let id = random_u64();
+        if id != 0 {
+            return id;
         }
     }
 }
@@ -518,6 +692,33 @@ mod tests {
             max: Duration::ZERO,
         };
         assert_eq!(zero.delay(3, 99), Duration::ZERO);
+    }
+
+    #[test]
+    fn not_queued_is_what_the_rule_passed_beyond_the_queues() {
+        let q = |queue, enqueued, queue_dropped, user_dropped| pb::QueueStats {
+            queue,
+            enqueued,
+            queue_dropped,
+            user_dropped,
+            ..pb::QueueStats::default()
+        };
+        let rule = |first, last, packets| QueueRuleCount {
+            first,
+            last,
+            packets,
+        };
+        // user_dropped is part of enqueued (the kernel numbers the packet before sending it)
+        let queues = [q(0, 100, 5, 3), q(1, 50, 0, 0), q(9, 1000, 0, 0)];
+        assert_eq!(not_queued_estimate(&rule(0, 0, 120), &queues), 15);
+        assert_eq!(not_queued_estimate(&rule(0, 1, 160), &queues), 5);
+        // more handled than the rule counted (counters read in between, GSO segments): 0
+        assert_eq!(not_queued_estimate(&rule(0, 1, 10), &queues), 0);
+        assert_eq!(not_queued_estimate(&rule(4, 5, 10), &queues), 10);
+        assert_eq!(
+            not_queued_estimate(&rule(0, 0, u64::MAX), &[q(0, u64::MAX, 1, 0)]),
+            0
+        );
     }
 
     #[test]

@@ -46,14 +46,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::chain::{Decision, RuleSet};
-use crate::counters::Counters;
+use crate::chain::{Decision, RuleSet, Verdict};
+use crate::counters::{Counters, OffloadCounts};
 use crate::events::{DropEvent, Sampler, unix_ms};
 use crate::inspect::Inspector;
 use crate::nfqueue::{
     Flushed, NfQueue, NfQueueError, QueuedPacket, RecvBatch, VerdictBatcher, packets,
 };
-use crate::offload::{self, Answer, Marks};
+use crate::offload::{self, Answer, Marks, RawVerdict};
 
 /// Longest time spent answering already-queued packets after `stop`.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
@@ -160,7 +160,7 @@ pub fn run(
                         if let Some(flushed) = batcher.push(&mut queue, packet_id, answer) {
                             awaiting.settle(&flushed, &counters);
                         }
-                        awaiting.push(decision);
+                        awaiting.push(decision, answer);
                     }
                     Step::RecvError => counters.record_recv_error(),
                     Step::VerdictError => counters.record_verdict_error(),
@@ -189,36 +189,71 @@ pub fn run(
     tracing::info!(queue = queue_num, "packet worker stopped");
 }
 
-/// The decisions of the packets pushed to the batcher since its last flush, in push order
-/// (allocated once; the batcher never holds more than its capacity).
+/// Which offload mark an answer sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marked {
+    None,
+    Trusted,
+    Blocked,
+}
+
+impl Marked {
+    /// An answer repeats the packet with a mark only to set one of our two bits
+    /// ([`offload::answer`]): the trusted one for an accept, the blocked one for a drop.
+    fn of(decision: Decision, answer: Answer) -> Marked {
+        match (answer.verdict, decision.verdict) {
+            (RawVerdict::Repeat, Verdict::Accept) => Marked::Trusted,
+            (RawVerdict::Repeat, Verdict::Drop) => Marked::Blocked,
+            _ => Marked::None,
+        }
+    }
+}
+
+/// The decisions of the packets pushed to the batcher since its last flush, in push order,
+/// with the offload mark each answer sets (allocated once; the batcher never holds more than
+/// its capacity).
 #[derive(Debug)]
 struct Awaiting {
-    decisions: Box<[Decision]>,
+    decisions: Box<[(Decision, Marked)]>,
     len: usize,
 }
 
 impl Awaiting {
     fn new(capacity: usize) -> Awaiting {
         Awaiting {
-            decisions: vec![Decision::DEFAULT; capacity].into_boxed_slice(),
+            decisions: vec![(Decision::DEFAULT, Marked::None); capacity].into_boxed_slice(),
             len: 0,
         }
     }
 
-    fn push(&mut self, decision: Decision) {
+    fn push(&mut self, decision: Decision, answer: Answer) {
         if let Some(slot) = self.decisions.get_mut(self.len) {
-            *slot = decision;
+            *slot = (decision, Marked::of(decision, answer));
             self.len += 1;
         }
     }
 
     /// Count the outcome of a flush of the awaiting packets: the decisions of those whose
-    /// verdicts were sent, a verdict error for each of the others.
+    /// verdicts were sent (and the offload marks those answers set: counted locally, added to
+    /// the shared counters once per flush), a verdict error for each of the others.
     fn settle(&mut self, flushed: &Flushed, counters: &Counters) {
         let awaiting = self.decisions.get(..self.len).unwrap_or_default();
         let sent = flushed.sent.min(awaiting.len());
-        for &decision in awaiting.iter().take(sent) {
+        let mut offload = OffloadCounts::default();
+        for &(decision, marked) in awaiting.iter().take(sent) {
             counters.record(decision);
+            match marked {
+                Marked::None => {}
+                Marked::Trusted => {
+                    if let Some(n) = offload.trusted.get_mut(decision.reason.index()) {
+                        *n += 1;
+                    }
+                }
+                Marked::Blocked => offload.blocked += 1,
+            }
+        }
+        if !offload.is_empty() {
+            counters.record_offload(&offload);
         }
         for _ in 0..flushed.failed {
             counters.record_verdict_error();
@@ -300,9 +335,8 @@ fn is_transient(error: &NfQueueError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::{Filter, Reason, UnparsableVerdict, Verdict};
+    use crate::chain::{Filter, Reason, UnparsableVerdict};
     use crate::inspect::InspectConfig;
-    use crate::offload::RawVerdict;
     use crate::packet::tests::{A4, B4, UDP, udp, v4};
     use meds_proto::{Entry, ListKind};
 
@@ -535,17 +569,18 @@ mod tests {
     fn decisions_are_counted_only_when_sent() {
         let counters = Counters::new();
         let mut awaiting = Awaiting::new(4);
-        awaiting.push(Decision::DEFAULT);
-        awaiting.push(Decision::BLACKLISTED);
+        let plain = |d: Decision| Answer::plain(d.verdict);
+        awaiting.push(Decision::DEFAULT, plain(Decision::DEFAULT));
+        awaiting.push(Decision::BLACKLISTED, plain(Decision::BLACKLISTED));
         let sent = Flushed {
             sent: 2,
             messages: 2,
             ..Flushed::default()
         };
         awaiting.settle(&sent, &counters);
-        awaiting.push(Decision::BLACKLISTED);
-        awaiting.push(Decision::BLACKLISTED);
-        awaiting.push(Decision::BLACKLISTED);
+        awaiting.push(Decision::BLACKLISTED, plain(Decision::BLACKLISTED));
+        awaiting.push(Decision::BLACKLISTED, plain(Decision::BLACKLISTED));
+        awaiting.push(Decision::BLACKLISTED, plain(Decision::BLACKLISTED));
         let failed = Flushed {
             failed: 3,
             ..Flushed::default()
@@ -560,7 +595,7 @@ mod tests {
         awaiting.settle(&late, &counters);
         // more pushes than the capacity are ignored, never an allocation or a panic
         for _ in 0..10 {
-            awaiting.push(Decision::DEFAULT);
+            awaiting.push(Decision::DEFAULT, plain(Decision::DEFAULT));
         }
         assert_eq!(awaiting.len, 4);
         let snapshot = counters.snapshot();
@@ -572,6 +607,33 @@ mod tests {
             .map(|d| (d.verdict, d.packets))
             .collect();
         assert_eq!(counted, [(Verdict::Accept, 1), (Verdict::Drop, 1)]);
+    }
+
+    #[test]
+    fn offload_marks_are_counted_by_reason_only_when_sent() {
+        let counters = Counters::new();
+        let mut awaiting = Awaiting::new(8);
+        let repeat = Answer {
+            verdict: RawVerdict::Repeat,
+            mark: Some(0x0010_0000),
+        };
+        awaiting.push(Decision::DEFAULT, repeat);
+        awaiting.push(Decision::WHITELISTED, repeat);
+        awaiting.push(Decision::DEFAULT, Answer::plain(Verdict::Accept));
+        awaiting.push(Decision::BLACKLISTED, repeat);
+        awaiting.push(Decision::BLACKLISTED, Answer::plain(Verdict::Drop));
+        // the last one's verdict was not sent: its mark was never set
+        awaiting.push(Decision::DEFAULT, repeat);
+        let flushed = Flushed {
+            sent: 5,
+            failed: 1,
+            messages: 3,
+            ..Flushed::default()
+        };
+        awaiting.settle(&flushed, &counters);
+        let s = counters.snapshot();
+        assert_eq!(s.trusted, [(Reason::Default, 1), (Reason::WhiteList, 1)]);
+        assert_eq!(s.flows_blocked, 1);
     }
 
     #[test]

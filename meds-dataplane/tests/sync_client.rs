@@ -343,15 +343,20 @@ async fn snapshot_delta_malformed_then_resync() {
     );
     assert!(!rules.block().contains(ip("2001:db8::1")));
 
-    // Stats carry the rejection and the process start.
+    // Stats carry the rejection, the process start and the instance id.
     let stats = conn.stats_until(|s| s.updates_rejected == 1).await;
     assert!(stats.started_at_unix > 0);
+    assert_ne!(stats.instance_id, 0);
+    let instance_id = stats.instance_id;
 
     // Stream 3: the controller ends the stream (e.g. restarts); the policy stays in force and
-    // the client comes back.
+    // the client comes back, still the same instance.
     drop(conn);
     let mut conn = server.next_stream().await;
     assert_eq!(conn.hello().await.applied_generation, 5);
+    let stats = conn.stats_until(|_| true).await;
+    assert_eq!(stats.instance_id, instance_id);
+    assert_eq!(stats.updates_rejected, 1);
     assert_eq!(client.live.load().generation(), 5);
     // The client counts a stream once the controller's response headers arrive, which can be
     // just after the Hello reached us.

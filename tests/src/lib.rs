@@ -31,6 +31,7 @@ pub mod binaries;
 pub mod capture;
 pub mod dns;
 pub mod eventually;
+pub mod exposition;
 pub mod feedserver;
 pub mod frag;
 pub mod host;

@@ -40,6 +40,7 @@
 //! | PATCH | `/v1/feeds/{name}` | `{"enabled":bool,"url":"…"}` (either or both) | 200 the feed's status |
 //! | GET | `/v1/explain/{ip}?port=&sni=&dns=&ja3=&ja4=` | — | 200 the live chain's steps and decision (see `explain`); 503 without a dataplane, 504 when it does not answer in 2 s |
 //! | GET | `/v1/events?recent=N&follow=BOOL` | — | 200 `application/x-ndjson`, one drop event per line (see `events`) |
+//! | GET | `/v1/metrics`, `/metrics` | — | 200 Prometheus text exposition (see [`crate::metrics`]) |
 //!
 //! `{list}` is `whitelist` (the allowlist) or `blacklist` (the blocklist). One set of handlers
 //! serves every list route (see `lists`). Countries are ISO 3166-1 alpha-2 codes (plus `xk`);
@@ -81,6 +82,7 @@ mod events;
 mod explain;
 mod feeds;
 mod lists;
+mod metrics;
 pub mod openapi;
 mod serve;
 mod status;
@@ -177,6 +179,18 @@ pub fn router_with_feeds(
         "/v1/events",
         get(move |params| events::events(Arc::clone(&s_events), params)),
     );
+    let exposition =
+        match crate::metrics::Metrics::new(Arc::clone(&state.controller), feeds.clone()) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(error) => {
+                tracing::error!(error = %error, "metrics are unavailable");
+                None
+            }
+        };
+    for path in ["/v1/metrics", "/metrics"] {
+        let exposition = exposition.clone();
+        app = app.route(path, get(move || metrics::metrics(exposition.clone())));
+    }
     if let Some(feeds) = feeds {
         app = feeds::routes(app, feeds);
     }
