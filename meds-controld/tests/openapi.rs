@@ -275,12 +275,12 @@ fn readme_examples() -> Vec<(Method, String)> {
         let Some(url) = words
             .iter()
             .map(|w| w.trim_matches('"'))
-            .find_map(|w| w.strip_prefix("$M"))
+            .find_map(|w| w.strip_prefix("$M/"))
         else {
             continue;
         };
         let path = url.split('?').next().unwrap_or(url);
-        out.push((method, path.to_string()));
+        out.push((method, format!("/{path}")));
     }
     out
 }
