@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use meds_proto::{Cidr, DomainName, Entry, IpAsn, ListKind};
+use meds_proto::{Cidr, DomainName, Entry, EntryKind, IpAsn, ListKind, pb};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
@@ -363,6 +363,37 @@ impl Controller {
     /// The explain broker (fed by the sync stream, asked by Admin `Explain` and REST).
     pub fn explainer(&self) -> &Arc<crate::explain::Explainer> {
         &self.explainer
+    }
+
+    /// Ask the dataplane to explain `query` (see [`crate::explain`]), then name the exact
+    /// stored entries behind its address matches: the dataplane's prefix sets merge
+    /// overlapping and adjacent entries, so it can only show the merged block; the controller
+    /// still has the entries. Only done when the dataplane evaluated the generation this
+    /// controller holds, so the entries shown are the ones it matched.
+    pub async fn explain(
+        &self,
+        query: &crate::explain::Query,
+    ) -> Result<pb::ExplainResponse, crate::explain::ExplainError> {
+        let mut response = self.explainer.explain(query).await?;
+        if response.generation == self.generation() {
+            let host = Entry::Prefix(Cidr::host(query.ip));
+            for step in response
+                .steps
+                .iter_mut()
+                .filter(|s| s.outcome == pb::ExplainOutcome::Match as i32)
+            {
+                let Some(list) = ListKind::from_public_name(&step.list) else {
+                    continue;
+                };
+                if list.entry_kind() != EntryKind::Prefix {
+                    continue;
+                }
+                if let Some(entry) = self.check(list, &host).matches.first() {
+                    step.detail = format!("{} is in {entry} (stored entry)", query.ip);
+                }
+            }
+        }
+        Ok(response)
     }
 
     /// A controller on a fresh in-memory store (seeded like a new database), no dataplane.

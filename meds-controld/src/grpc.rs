@@ -775,7 +775,6 @@ impl Admin for AdminService {
         let query = Query::parse(request.get_ref()).map_err(status_from_explain)?;
         let response = self
             .controller
-            .explainer()
             .explain(&query)
             .await
             .map_err(status_from_explain)?;

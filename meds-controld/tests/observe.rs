@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use meds_controld::api::{Credentials, Limits, router};
 use meds_controld::core::Controller;
 use meds_controld::grpc::{AdminService, SyncService};
+use meds_proto::ListKind;
 use meds_proto::pb::{self, admin_client::AdminClient, sync_client::SyncClient};
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
@@ -259,6 +260,50 @@ async fn explain_round_trip_over_admin_grpc_and_rest() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["steps"][1]["outcome"], "match");
     assert_eq!(body["steps"][2]["outcome"], "not_reached");
+}
+
+#[tokio::test]
+async fn explain_names_the_stored_entry_behind_a_merged_prefix() {
+    let ctl = Controller::new_for_tests();
+    // Two adjacent entries: the dataplane's prefix set merges them into 203.0.113.0/24.
+    let halves: Vec<meds_proto::Entry> = ["203.0.113.0/25", "203.0.113.128/25"]
+        .iter()
+        .map(|p| meds_proto::Entry::Prefix(p.parse().unwrap()))
+        .collect();
+    ctl.add(ListKind::IpBlock, halves, false).await.unwrap();
+    let (_dir, ch) = serve(Arc::clone(&ctl)).await;
+    let mut dp = FakeDataplane::connect(ch.clone(), false).await;
+    eventually(|| ctl.dataplane().connected, "dataplane connected").await;
+    let admin = AdminClient::new(ch);
+    for (generation, want) in [
+        // The generation the controller holds: the stored entry replaces the merged block.
+        (
+            ctl.generation(),
+            "203.0.113.7 is in 203.0.113.0/25 (stored entry)",
+        ),
+        // Another generation: the dataplane's own text stays.
+        (ctl.generation() + 1, "203.0.113.0/24"),
+    ] {
+        let call = tokio::spawn({
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .explain(pb::ExplainQuery {
+                        ip: "203.0.113.7".into(),
+                        ..pb::ExplainQuery::default()
+                    })
+                    .await
+            }
+        });
+        let request = dp.next_explain().await;
+        let mut response = answer(&request);
+        response.generation = generation;
+        dp.send(pb::dataplane_message::Msg::Explain(response)).await;
+        let r = call.await.unwrap().unwrap().into_inner();
+        assert_eq!(r.steps[1].detail, want, "generation {generation}");
+        // Steps that did not match are left as they were.
+        assert_eq!(r.steps[0].detail, "");
+    }
 }
 
 #[tokio::test]

@@ -98,7 +98,7 @@ pub(crate) async fn explain(
         params.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
     let wire = query_from_params(ip, &params)?;
     let query = Query::parse(&wire)?;
-    let response = state.controller.explainer().explain(&query).await?;
+    let response = state.controller.explain(&query).await?;
     Ok(Json(ExplainJson::new(query.ip.to_string(), response)))
 }
 
