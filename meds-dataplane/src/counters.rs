@@ -141,6 +141,11 @@ impl Counters {
         self.recv_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Drop decisions not sampled so far (one load; no snapshot, no allocation).
+    pub fn events_suppressed(&self) -> u64 {
+        self.events_suppressed.load(Ordering::Relaxed)
+    }
+
     /// Add drop decisions sampled into events and drop decisions not sampled (over the
     /// sampling rate or the event channel full); called off the per-packet path.
     pub fn record_events(&self, sampled: u64, suppressed: u64) {

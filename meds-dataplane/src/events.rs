@@ -429,7 +429,7 @@ impl Forwarder {
             return;
         };
         self.last_flush = now;
-        let workers = counters.snapshot().events_suppressed;
+        let workers = counters.events_suppressed();
         let fresh = workers.saturating_sub(self.workers_suppressed);
         if self.events.is_empty() && fresh == 0 && self.suppressed == 0 {
             return;
@@ -443,14 +443,15 @@ impl Forwarder {
         };
         match tx.try_send(batch) {
             Ok(()) => self.suppressed = 0,
-            Err(TrySendErrorT::Full(batch) | TrySendErrorT::Closed(batch)) => {
+            Err(
+                tokio::sync::mpsc::error::TrySendError::Full(batch)
+                | tokio::sync::mpsc::error::TrySendError::Closed(batch),
+            ) => {
                 self.suppressed = batch.suppressed.saturating_add(sent);
             }
         }
     }
 }
-
-use tokio::sync::mpsc::error::TrySendError as TrySendErrorT;
 
 /// The consumer loop (run on its own thread): log (rate-limited) and forward every event of
 /// `rx` until all senders are gone. `forward`: the sync client's event channel, `None` to
@@ -465,7 +466,7 @@ pub fn consume(
         tx: forward,
         events: Vec::with_capacity(MAX_BATCH_EVENTS),
         suppressed: 0,
-        workers_suppressed: counters.snapshot().events_suppressed,
+        workers_suppressed: counters.events_suppressed(),
         last_flush: Instant::now(),
     };
     loop {
