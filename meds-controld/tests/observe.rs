@@ -564,3 +564,28 @@ async fn events_reach_grpc_and_rest_followers_and_invalid_ones_are_dropped() {
     };
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Replays `fuzz/corpus/event_batch` (the `event_batch` fuzz target's framing) so that a
+/// crash found by fuzzing stays fixed.
+#[test]
+fn event_batch_corpus() {
+    use prost::Message;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/event_batch");
+    let mut kept = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let hub = meds_controld::events::EventHub::new(8);
+        for part in data.split(|b| *b == 0xff).take(4) {
+            if let Ok(batch) = pb::EventBatch::decode(part) {
+                let total = batch.events.len();
+                let accepted = hub.publish(batch);
+                assert_eq!(
+                    accepted.events + accepted.invalid + accepted.over_limit,
+                    total
+                );
+                kept += accepted.events;
+            }
+        }
+    }
+    assert!(kept > 0, "the seeds hold valid events");
+}

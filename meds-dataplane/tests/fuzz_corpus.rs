@@ -237,3 +237,17 @@ fn explain_request_corpus() {
     // The seeds include valid requests: the corpus reaches past validation.
     assert!(explained > 0);
 }
+
+#[test]
+fn procfs_corpus() {
+    let mut lines = 0;
+    for (_, data) in corpus("procfs") {
+        let text = String::from_utf8_lossy(&data);
+        for line in meds_dataplane::procfs::parse_queues(&text, &[0, 1, 7, 65535]) {
+            assert!([0, 1, 7, 65535].contains(&line.queue));
+            lines += 1;
+        }
+        let _ = meds_dataplane::procfs::parse_statm(&text, 4096);
+    }
+    assert!(lines >= 2, "the seeds hold real queue lines");
+}
