@@ -205,6 +205,7 @@ fn register(meter: &Meter, controller: &Arc<Controller>, feeds: Option<Arc<Feeds
             .with_description(help)
             .with_callback(move |observer| {
                 let totals = c.totals();
+                let mut any = false;
                 for (key, value) in totals.of_metric(name) {
                     let labels: Vec<KeyValue> = label_names
                         .iter()
@@ -212,6 +213,13 @@ fn register(meter: &Meter, controller: &Arc<Controller>, feeds: Option<Arc<Feeds
                         .map(|(k, v)| KeyValue::new(*k, v.clone()))
                         .collect();
                     observer.observe(value, &labels);
+                    any = true;
+                }
+                // A counter without labels is 0 before anything was counted (absent would
+                // read as "not exported" to an alert on it); labelled ones appear with
+                // their first count.
+                if !any && label_names.is_empty() {
+                    observer.observe(0, &[]);
                 }
             })
             .build();
@@ -440,6 +448,22 @@ mod tests {
         let before = exposition::parse(&metrics.render()).unwrap();
         assert_eq!(before.value("meds_dataplane_connected", &[]), Some(0.0));
         assert!(before.samples_of("meds_ratelimit_keys").next().is_none());
+        // Counters without labels read 0 before anything was counted; labelled ones are
+        // absent until their first count.
+        assert_eq!(
+            before.value("meds_core_packets_processed_total", &[]),
+            Some(0.0)
+        );
+        assert_eq!(
+            before.value("meds_dataplane_flows_revoked_total", &[]),
+            Some(0.0)
+        );
+        assert!(
+            before
+                .samples_of("meds_core_packets_dropped_total")
+                .next()
+                .is_none()
+        );
 
         let connection = controller.dataplane_connected("test".into(), vec![0]);
         controller.dataplane_stats(connection, stats());
