@@ -122,9 +122,13 @@ Meds is running. In another terminal:
   $bin/medsctl --socket $run_dir/admin.sock status
   $bin/medsctl --socket $run_dir/admin.sock blacklist add 203.0.113.7
   $bin/medsctl --socket $run_dir/admin.sock blacklist list
+  $bin/medsctl --socket $run_dir/admin.sock explain 203.0.113.7
+  $bin/medsctl --socket $run_dir/admin.sock events --follow
   curl -u "\$MEDS_USERNAME:\$MEDS_PASSWORD" http://$host:$port/v1/blacklist/subnets
   curl -u "\$MEDS_USERNAME:\$MEDS_PASSWORD" -H 'Content-Type: application/json' \\
        -X POST -d '{"subnets":["198.51.100.0/24"]}' http://$host:$port/v1/blacklist/subnets
+  curl -u "\$MEDS_USERNAME:\$MEDS_PASSWORD" http://$host:$port/metrics
+API description: http://$host:$port/v1/docs (OpenAPI: /v1/openapi.json)
 REST user: $MEDS_USERNAME
 MSG
 if [ -n "$generated" ]; then
