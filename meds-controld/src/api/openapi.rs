@@ -429,7 +429,8 @@ fn build() -> Value {
         "/metrics".into(),
         metrics("metricsRoot", "Prometheus metrics (the original's path)"),
     );
-    let doc = |id: &str, summary: &str, deprecated: bool| {
+    // The description itself, as JSON (`doc`) or as the browsable page (`page`).
+    let described = |id: &str, summary: &str, deprecated: bool, ok: Value| {
         let mut op = operation(
             id,
             "api",
@@ -437,29 +438,26 @@ fn build() -> Value {
             "",
             vec![],
             None,
-            responses(vec![(
-                "200",
-                json!({"description": "the OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}),
-            )]),
+            responses(vec![("200", ok)]),
         );
         op["deprecated"] = Value::Bool(deprecated);
         json!({ "get": op })
     };
-    let page = |id: &str, summary: &str, deprecated: bool| {
-        let mut op = operation(
+    let doc = |id: &str, summary: &str, deprecated: bool| {
+        described(
             id,
-            "api",
             summary,
-            "",
-            vec![],
-            None,
-            responses(vec![(
-                "200",
-                json!({"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}),
-            )]),
-        );
-        op["deprecated"] = Value::Bool(deprecated);
-        json!({ "get": op })
+            deprecated,
+            json!({"description": "the OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}),
+        )
+    };
+    let page = |id: &str, summary: &str, deprecated: bool| {
+        described(
+            id,
+            summary,
+            deprecated,
+            json!({"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}),
+        )
     };
     paths.insert(
         "/v1/openapi.json".into(),
