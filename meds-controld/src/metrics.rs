@@ -290,6 +290,15 @@ fn register(meter: &Meter, controller: &Arc<Controller>, feeds: Option<Arc<Feeds
         .build();
     let c = Arc::clone(controller);
     meter
+        .u64_observable_counter("meds_events_invalid_total")
+        .with_description(
+            "Drop events from the dataplane the controller refused (bad address, port or \
+             protocol), since the controller started.",
+        )
+        .with_callback(move |o| o.observe(c.events().invalid(), &[]))
+        .build();
+    let c = Arc::clone(controller);
+    meter
         .u64_observable_gauge("meds_list_entries")
         .with_description("Entries per list.")
         .with_callback(move |o| {
@@ -394,6 +403,7 @@ mod tests {
         "meds_policy_apply_duration_seconds",
         "meds_list_entries",
         "meds_process_resident_memory_bytes",
+        "meds_events_invalid_total",
     ];
 
     fn stats() -> DataplaneStats {
@@ -488,6 +498,17 @@ mod tests {
         assert_eq!(e.types["meds_core_packets_dropped_total"], "counter");
         assert_eq!(e.types["meds_nfqueue_waiting"], "gauge");
         assert_eq!(e.types["meds_policy_apply_duration_seconds"], "histogram");
+        assert_eq!(e.value("meds_events_invalid_total", &[]), Some(0.0));
+        // An event with a 3-byte source is refused by the hub, and counted.
+        controller.events().publish(meds_proto::pb::EventBatch {
+            events: vec![meds_proto::pb::DropEvent {
+                source: vec![1, 2, 3],
+                ..Default::default()
+            }],
+            suppressed: 0,
+        });
+        let after = exposition::parse(&metrics.render()).unwrap();
+        assert_eq!(after.value("meds_events_invalid_total", &[]), Some(1.0));
         assert_eq!(
             e.value(
                 "meds_core_packets_dropped_total",
