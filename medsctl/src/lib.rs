@@ -240,7 +240,7 @@ async fn explain(cli: &Cli, limit: Duration, args: &ExplainArgs) -> Result<Outpu
     let mut client = AdminClient::connect(&cli.socket, limit).await?;
     let response = client.explain(query).await?;
     Ok(Output::ok(if cli.json {
-        json_text(&render::explain_json(&ip, &response))
+        json_text(&meds_proto::view::explain_json(&ip, &response))
     } else {
         render::explain_text(&ip, &response)
     }))

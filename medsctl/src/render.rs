@@ -9,8 +9,8 @@
 //! The JSON shapes are part of medsctl's interface (see the README); change them only in a
 //! compatible way.
 
-use meds_proto::pb;
 use meds_proto::{Cidr, EntryKind, ListKind};
+use meds_proto::{pb, view};
 use serde_json::{Value, json};
 use tabled::builder::Builder;
 use tabled::settings::object::Columns;
@@ -614,7 +614,7 @@ pub fn feeds_json(feeds: &[pb::FeedStatus]) -> Value {
 /// `null` when the last attempt succeeded.
 pub fn feed_json(f: &pb::FeedStatus) -> Value {
     let unix = |t: u64| (t != 0).then_some(t);
-    let iso = |t: u64| (t != 0).then(|| iso_time(t));
+    let iso = |t: u64| (t != 0).then(|| view::rfc3339(t));
     json!({
         "name": f.name,
         "list": f.list,
@@ -684,40 +684,6 @@ pub fn relative_time(t: u64, now_unix: u64) -> String {
         std::cmp::Ordering::Equal => "now".to_string(),
         std::cmp::Ordering::Greater => format!("in {}", short_duration(t - now_unix)),
     }
-}
-
-/// Last second of 9999-12-31 UTC: later times are shown as raw numbers.
-const MAX_ISO_SECS: u64 = 253_402_300_799;
-
-/// `2024-05-01T12:00:00Z` (UTC); `@N` for times past the year 9999.
-pub fn iso_time(secs: u64) -> String {
-    if secs > MAX_ISO_SECS {
-        return format!("@{secs}");
-    }
-    let days = secs / 86_400;
-    let rest = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm,
-/// restricted to non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// The two largest non-zero units: `2d 3h`, `3h 0m`, `5m 7s`, `42s`.
@@ -858,17 +824,6 @@ fn duration_text(secs: u64) -> String {
     parts.join(" ")
 }
 
-/// The lower-case word of an explain outcome (as in the REST API).
-pub fn outcome_word(raw: i32) -> &'static str {
-    match pb::ExplainOutcome::try_from(raw) {
-        Ok(pb::ExplainOutcome::Match) => "match",
-        Ok(pb::ExplainOutcome::NoMatch) => "no_match",
-        Ok(pb::ExplainOutcome::NotReached) => "not_reached",
-        Ok(pb::ExplainOutcome::Skipped) => "skipped",
-        Ok(pb::ExplainOutcome::Unspecified) | Err(_) => "unspecified",
-    }
-}
-
 /// `explain` as text: one row per step in chain order, then the decision, the generation and
 /// the offload note. A matching step shows `MATCH` and its verdict.
 pub fn explain_text(ip: &str, r: &pb::ExplainResponse) -> String {
@@ -880,7 +835,7 @@ pub fn explain_text(ip: &str, r: &pb::ExplainResponse) -> String {
                 format!("MATCH → {} ({})", step.verdict, printable(&step.reason))
             }
             Ok(pb::ExplainOutcome::Match) => "MATCH".to_string(),
-            _ => outcome_word(step.outcome).replace('_', " "),
+            _ => view::outcome_word(step.outcome).replace('_', " "),
         };
         builder.push_record([
             (i + 1).to_string(),
@@ -908,33 +863,6 @@ pub fn explain_text(ip: &str, r: &pb::ExplainResponse) -> String {
     out
 }
 
-/// `explain --json`: the REST document of `GET /v1/explain/{ip}`.
-pub fn explain_json(ip: &str, r: &pb::ExplainResponse) -> Value {
-    let steps: Vec<Value> = r
-        .steps
-        .iter()
-        .map(|s| {
-            json!({
-                "filter": s.filter,
-                "list": s.list,
-                "outcome": outcome_word(s.outcome),
-                "detail": s.detail,
-                "verdict": s.verdict,
-                "reason": s.reason,
-            })
-        })
-        .collect();
-    json!({
-        "ip": ip,
-        "generation": r.generation,
-        "steps": steps,
-        "verdict": r.verdict,
-        "filter": r.filter,
-        "reason": r.reason,
-        "offload": r.offload,
-    })
-}
-
 /// The lines `events` prints for one batch: a suppressed note first when some were missed,
 /// then one line per event (text, or the REST NDJSON object with `json`).
 pub fn event_lines(batch: &pb::EventBatch, json: bool) -> Vec<String> {
@@ -951,7 +879,7 @@ pub fn event_lines(batch: &pb::EventBatch, json: bool) -> Vec<String> {
     }
     for e in &batch.events {
         lines.push(if json {
-            event_json(e).to_string()
+            view::event_json(e).to_string()
         } else {
             event_text(e)
         });
@@ -963,10 +891,10 @@ pub fn event_lines(batch: &pb::EventBatch, json: bool) -> Vec<String> {
 pub fn event_text(e: &pb::DropEvent) -> String {
     let mut line = format!(
         "{}  {} → :{} {}  {}/{}",
-        iso_time_ms(e.time_unix_ms),
+        view::rfc3339_ms(e.time_unix_ms),
         endpoint(&e.source, e.source_port),
         e.destination_port,
-        protocol_name(e.protocol),
+        view::protocol_name(e.protocol).map_or_else(|| e.protocol.to_string(), str::to_string),
         printable(&e.filter),
         printable(&e.reason),
     );
@@ -983,74 +911,12 @@ pub fn event_text(e: &pb::DropEvent) -> String {
     line
 }
 
-/// One event as in `GET /v1/events`: `time` (RFC 3339, UTC, milliseconds), `source`,
-/// `source_port`, `destination_port`, `protocol` (name where known, else the number),
-/// `filter`, `reason`, `sni`/`dns`/`ja3`/`ja4` only when present, `queue`.
-pub fn event_json(e: &pb::DropEvent) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("time".into(), Value::from(iso_time_ms(e.time_unix_ms)));
-    m.insert("source".into(), Value::from(address(&e.source)));
-    m.insert("source_port".into(), Value::from(e.source_port));
-    m.insert("destination_port".into(), Value::from(e.destination_port));
-    m.insert(
-        "protocol".into(),
-        match protocol_name(e.protocol) {
-            name if name.parse::<u32>().is_ok() => Value::from(e.protocol),
-            name => Value::from(name),
-        },
-    );
-    m.insert("filter".into(), Value::from(e.filter.as_str()));
-    m.insert("reason".into(), Value::from(e.reason.as_str()));
-    for (key, value) in [
-        ("sni", &e.sni),
-        ("dns", &e.dns),
-        ("ja3", &e.ja3),
-        ("ja4", &e.ja4),
-    ] {
-        if !value.is_empty() {
-            m.insert(key.into(), Value::from(value.as_str()));
-        }
-    }
-    m.insert("queue".into(), Value::from(e.queue));
-    Value::Object(m)
-}
-
-/// `tcp`, `udp`, `icmp`, `icmpv6`, else the number.
-fn protocol_name(protocol: u32) -> String {
-    match protocol {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        n => n.to_string(),
-    }
-}
-
-fn address(bytes: &[u8]) -> String {
-    if let Ok(a) = <[u8; 4]>::try_from(bytes) {
-        std::net::IpAddr::from(a).to_string()
-    } else if let Ok(a) = <[u8; 16]>::try_from(bytes) {
-        std::net::IpAddr::from(a).to_string()
-    } else {
-        "?".to_string()
-    }
-}
-
-/// `203.0.113.7:40000`, `[2001:db8::1]:40000`.
+/// `203.0.113.7:40000`, `[2001:db8::1]:40000`, `?:40000` (not an address).
 fn endpoint(bytes: &[u8], port: u32) -> String {
-    if bytes.len() == 16 {
-        format!("[{}]:{port}", address(bytes))
-    } else {
-        format!("{}:{port}", address(bytes))
-    }
-}
-
-/// `2024-05-01T12:00:00.123Z` (UTC).
-pub fn iso_time_ms(unix_ms: u64) -> String {
-    let secs = iso_time(unix_ms / 1000);
-    match secs.strip_suffix('Z') {
-        Some(base) => format!("{base}.{:03}Z", unix_ms % 1000),
-        None => secs,
+    match view::address(bytes) {
+        Some(std::net::IpAddr::V6(a)) => format!("[{a}]:{port}"),
+        Some(a) => format!("{a}:{port}"),
+        None => format!("?:{port}"),
     }
 }
 
@@ -2208,27 +2074,6 @@ dataplane stats           none reported";
         // A clock before 1970 or a controller far in the future never panics.
         assert_eq!(relative_time(5, 0), "in 5s");
         assert_eq!(relative_time(1, u64::MAX), "213503982334601d 7h ago");
-    }
-
-    #[test]
-    fn iso_times_at_calendar_edges() {
-        let cases = [
-            (0, "1970-01-01T00:00:00Z"),
-            (951_782_400, "2000-02-29T00:00:00Z"),
-            (951_868_799, "2000-02-29T23:59:59Z"),
-            (4_107_456_000, "2100-02-28T00:00:00Z"),
-            (4_107_542_399, "2100-02-28T23:59:59Z"),
-            (4_107_542_400, "2100-03-01T00:00:00Z"),
-            (1_709_251_199, "2024-02-29T23:59:59Z"),
-            (1_709_251_200, "2024-03-01T00:00:00Z"),
-            (1_700_000_000, "2023-11-14T22:13:20Z"),
-            (MAX_ISO_SECS, "9999-12-31T23:59:59Z"),
-            (MAX_ISO_SECS + 1, "@253402300800"),
-            (u64::MAX, "@18446744073709551615"),
-        ];
-        for (secs, want) in cases {
-            assert_eq!(iso_time(secs), want, "{secs}");
-        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! * [`DomainName`], [`Ja3Hash`], [`Ja4`]: validated domain names (lower-case, punycode) and TLS
 //!   client fingerprints for the domain and fingerprint lists.
 //! * [`sync`]: the limits of the sync stream and the validation of its update chunks.
+//! * [`view`]: the JSON of drop events and explanations that REST and `medsctl --json` share.
 //!
 //! This crate does no I/O.
 
@@ -17,6 +18,7 @@ pub mod entry;
 pub mod fingerprint;
 pub mod list;
 pub mod sync;
+pub mod view;
 
 pub use asn::{Asn, AsnError};
 pub use cidr::{Cidr, CidrError};

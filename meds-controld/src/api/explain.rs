@@ -23,83 +23,27 @@ use axum::extract::Path;
 use axum::extract::Query as QueryParams;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use meds_proto::pb;
-use serde::Serialize;
+use serde_json::Value;
 
 use super::ApiState;
 use super::error::ApiError;
 use crate::explain::Query;
 
-/// The JSON answer.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct ExplainJson {
-    pub ip: String,
-    pub generation: u64,
-    pub steps: Vec<StepJson>,
-    pub verdict: String,
-    pub filter: String,
-    pub reason: String,
-    pub offload: String,
-}
-
-/// One step of the chain.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct StepJson {
-    pub filter: String,
-    pub list: String,
-    pub outcome: &'static str,
-    pub detail: String,
-    pub verdict: String,
-    pub reason: String,
-}
-
-/// The lower-case word of an outcome.
-pub fn outcome_word(raw: i32) -> &'static str {
-    match pb::ExplainOutcome::try_from(raw) {
-        Ok(pb::ExplainOutcome::Match) => "match",
-        Ok(pb::ExplainOutcome::NoMatch) => "no_match",
-        Ok(pb::ExplainOutcome::NotReached) => "not_reached",
-        Ok(pb::ExplainOutcome::Skipped) => "skipped",
-        Ok(pb::ExplainOutcome::Unspecified) | Err(_) => "unspecified",
-    }
-}
-
-impl ExplainJson {
-    pub fn new(ip: String, r: pb::ExplainResponse) -> ExplainJson {
-        ExplainJson {
-            ip,
-            generation: r.generation,
-            steps: r
-                .steps
-                .into_iter()
-                .map(|s| StepJson {
-                    outcome: outcome_word(s.outcome),
-                    filter: s.filter,
-                    list: s.list,
-                    detail: s.detail,
-                    verdict: s.verdict,
-                    reason: s.reason,
-                })
-                .collect(),
-            verdict: r.verdict,
-            filter: r.filter,
-            reason: r.reason,
-            offload: r.offload,
-        }
-    }
-}
-
 pub(crate) async fn explain(
     state: Arc<ApiState>,
     ip: Result<Path<String>, PathRejection>,
     params: Result<QueryParams<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<ExplainJson>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let Path(ip) = ip?;
     let QueryParams(params) =
         params.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
     let wire = query_from_params(ip, &params)?;
     let query = Query::parse(&wire)?;
     let response = state.controller.explain(&query).await?;
-    Ok(Json(ExplainJson::new(query.ip.to_string(), response)))
+    Ok(Json(meds_proto::view::explain_json(
+        &query.ip.to_string(),
+        &response,
+    )))
 }
 
 /// The typed query from the path and the URL parameters (values still as typed).
@@ -176,20 +120,5 @@ mod tests {
             let err = query_from_params("203.0.113.7".into(), &params(&pairs)).unwrap_err();
             assert!(err.to_string().starts_with(want), "{err}");
         }
-    }
-
-    #[test]
-    fn outcomes_as_words() {
-        assert_eq!(
-            [1, 2, 3, 4, 0, 99].map(outcome_word),
-            [
-                "no_match",
-                "match",
-                "not_reached",
-                "skipped",
-                "unspecified",
-                "unspecified"
-            ]
-        );
     }
 }

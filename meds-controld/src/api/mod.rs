@@ -104,8 +104,7 @@ use crate::core::{Controller, MAX_ENTRIES_PER_REQUEST};
 
 pub use auth::{Credentials, CredentialsError};
 pub use error::ApiError;
-pub use events::{batch_lines, event_json};
-pub use explain::{ExplainJson, StepJson};
+pub use events::batch_lines;
 pub use feeds::FeedsResponse;
 pub use lists::{ChangeResponse, CheckResponse};
 pub use serve::{ServeOptions, serve, serve_with};
