@@ -378,6 +378,72 @@ mod tests {
     use super::*;
     use crate::core::{DataplaneStats, DecisionStat, NamedStat, QueueStat, RateLimiterStat};
 
+    /// The names are written twice, where the dataplane's stats become series (`totals`) and
+    /// where they are exported (`FOLDED`): every series must be exported, with as many labels
+    /// as its metric declares, or it would be kept and never shown.
+    #[test]
+    fn every_folded_series_is_exported() {
+        let named = |name: &str| NamedStat {
+            name: name.into(),
+            count: 1,
+        };
+        let everything = DataplaneStats {
+            packets_processed: 1,
+            updates_rejected: 1,
+            verdict_errors: 1,
+            started_at_unix: 1,
+            decisions: ["accept", "drop"]
+                .map(|verdict| DecisionStat {
+                    verdict: verdict.into(),
+                    filter: "ip".into(),
+                    reason: "BlackList".into(),
+                    packets: 1,
+                })
+                .to_vec(),
+            instance_id: 1,
+            recv_errors: 1,
+            trusted: vec![named("default")],
+            flows_blocked: 1,
+            inspect: vec![named("dns_message")],
+            revocation: Some(crate::core::RevocationStat {
+                passes: 1,
+                flows_revoked: 1,
+                flows_released: 1,
+                errors: 1,
+            }),
+            rate_limiter: Some(RateLimiterStat {
+                keys: 1,
+                capacity: 1,
+                untracked: 1,
+            }),
+            queues: vec![QueueStat {
+                queue: 0,
+                waiting: 1,
+                queue_dropped: 1,
+                user_dropped: 1,
+                enqueued: 1,
+                not_queued: 1,
+            }],
+            resident_memory_bytes: 1,
+            events_sampled: 1,
+            events_suppressed: 1,
+        };
+        let series = crate::totals::series_of(&everything);
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, _) in &series {
+            let Some((_, labels, _)) = FOLDED.iter().find(|(name, _, _)| *name == key.metric)
+            else {
+                panic!("{} is folded but not exported", key.metric);
+            };
+            assert_eq!(labels.len(), key.labels.len(), "{}", key.metric);
+            seen.insert(key.metric.as_str());
+        }
+        // And every exported counter is fed by the stats.
+        for (name, _, _) in FOLDED {
+            assert!(seen.contains(name), "{name} is exported but never folded");
+        }
+    }
+
     /// Every metric name this module exposes (without histogram sample suffixes).
     const NAMES: &[&str] = &[
         "meds_core_packets_processed_total",
