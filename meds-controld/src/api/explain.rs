@@ -8,7 +8,7 @@
 //!  "steps":[{"filter":"ip","list":"whitelist","outcome":"no_match","detail":"","verdict":"","reason":""},
 //!           {"filter":"ip","list":"blacklist","outcome":"match","detail":"203.0.113.0/24",
 //!            "verdict":"drop","reason":"BlackList"}, …],
-//!  "verdict":"drop","filter":"ip","reason":"BlackList","offload":"blocked (offloaded)"}
+//!  "verdict":"drop","filter":"ip","reason":"BlackList","offload":"blocked (offloaded to the kernel)"}
 //! ```
 //! `outcome` is one of `match`, `no_match`, `not_reached`, `skipped` (`unspecified` only from
 //! a dataplane that did not say). Errors: 400 naming the parameter (`port: 70000 is not a
